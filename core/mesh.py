@@ -103,6 +103,12 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[Any] | None =
         )
     ici = _fill(ici, len(devices) // n_slices, "mesh (data, fsdp, tensor) per slice")
     granule_is_process = not hasattr(devices[0], "slice_index")
+    granules = {d.process_index if granule_is_process else d.slice_index for d in devices}
+    if len(granules) != n_slices:
+        raise ValueError(
+            f"dcn (data, fsdp, tensor)={dcn} asks for {n_slices} slices, but the devices form "
+            f"{len(granules)} {'processes' if granule_is_process else 'slices'}"
+        )
     grid = mesh_utils.create_hybrid_device_mesh(
         ici, dcn, devices, process_is_granule=granule_is_process
     )
