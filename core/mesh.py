@@ -102,7 +102,8 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[Any] | None =
             f"{len(devices)} devices"
         )
     ici = _fill(ici, len(devices) // n_slices, "mesh (data, fsdp, tensor) per slice")
-    granule_is_process = not hasattr(devices[0], "slice_index")
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    granule_is_process = len(slices) == 1  # no multi-slice hardware: one granule per process
     granules = {d.process_index if granule_is_process else d.slice_index for d in devices}
     if len(granules) != n_slices:
         raise ValueError(
