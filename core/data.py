@@ -10,7 +10,7 @@ sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grain
@@ -37,6 +37,24 @@ class ArraySource:
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         return {k: v[index] for k, v in self.arrays.items()}
+
+
+class GeneratedSource:
+    """Random-access source of procedurally generated examples: example ``i`` is
+    ``make_example(np.random.default_rng([seed, i]), i)``, the same on every process and run."""
+
+    def __init__(self, length: int, make_example: Callable[[np.random.Generator, int], dict], seed: int = 0):
+        if length <= 0:
+            raise ValueError(f"length={length}: expected a positive number of examples")
+        self.length, self.make_example, self.seed = length, make_example, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index={index}: expected 0 <= index < {self.length}")
+        return self.make_example(np.random.default_rng([self.seed, index]), index)
 
 
 def digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0) -> ArraySource:

@@ -58,3 +58,18 @@ def test_iterator_state_resumes_exactly():
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not prepared under data_dir"):
         data.tfds_source("mnist", "train", data_dir=tmp_path)
+
+
+def test_generated_source_is_deterministic_per_index():
+    def make(rng, index):
+        return {"x": rng.normal(size=3).astype(np.float32), "i": np.int32(index)}
+
+    source = data.GeneratedSource(10, make, seed=7)
+    np.testing.assert_array_equal(source[4]["x"], data.GeneratedSource(10, make, seed=7)[4]["x"])
+    assert not np.array_equal(source[4]["x"], source[5]["x"])
+    batch = next(data.batches(source, 4, seed=0))
+    assert batch["x"].shape == (4, 3)
+    with pytest.raises(IndexError, match="index=10"):
+        source[10]
+    with pytest.raises(ValueError, match="length=0"):
+        data.GeneratedSource(0, make)
