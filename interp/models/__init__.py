@@ -1,0 +1,1 @@
+"""Transformers with named capture points: a GPT-style causal LM and a MiniLM (BERT) port."""
