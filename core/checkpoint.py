@@ -158,7 +158,8 @@ def abstract_like(tree: Any, sharding: Any = None) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sharding)
 
 
-def _host_target(target: Any) -> Any:
+def host_target(target: Any) -> Any:
+    """``target`` placed on one host (CPU) device: for analyses that need no sharding."""
     device = SingleDeviceSharding(jax.local_devices(backend="cpu")[0]) if _has_cpu() else None
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
 
@@ -195,7 +196,7 @@ def iter_stacks(
     missing = [s for s in steps if s not in available]
     if missing:
         raise CheckpointError(f"steps {missing} not in {str(path)!r}; available: {sorted(available)}")
-    host = _host_target(target)
+    host = host_target(target)
     try:
         for start in range(0, len(steps), chunk):
             part = steps[start : start + chunk]

@@ -173,8 +173,14 @@ def create_sharded(constructor: Callable[[], nnx.Module], mesh: Mesh, rules=LOGI
     """Create ``constructor()`` with every parameter born already sharded on ``mesh``.
 
     The model is traced abstractly first; ``jax.jit`` with ``out_shardings`` then materialises
-    each parameter directly in its shards (no full copy on one device).
+    each parameter directly in its shards (no full copy on one device). Call it outside any
+    ``jax.set_mesh`` context: it sets ``mesh`` itself.
     """
+    if not jax.sharding.get_abstract_mesh().empty:
+        raise ValueError(
+            "create_sharded: called inside a `jax.set_mesh(...)` context; call it outside (it sets "
+            "the mesh itself), or Flax would read the logical axis names as mesh axes"
+        )
     abstract = nnx.eval_shape(constructor)
     graphdef, abstract_state = nnx.split(abstract)
     shardings = state_shardings(abstract_state, mesh, rules)

@@ -88,3 +88,9 @@ def test_plan_counts_bytes_per_device_without_allocating():
     assert report.devices == 256
     with pytest.raises(ValueError, match="preset='nope'"):
         plan_experiment(PlanArgs(preset="nope"))
+
+
+def test_create_sharded_inside_a_mesh_context_is_a_clear_error():
+    mesh = mesh_lib.make_mesh()
+    with jax.set_mesh(mesh), pytest.raises(ValueError, match="outside"):
+        mesh_lib.create_sharded(lambda: MLPClassifier(ClassifierConfig(), nnx.Rngs(0)), mesh)
