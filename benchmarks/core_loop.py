@@ -21,17 +21,22 @@ from core.classifier import ClassifierConfig, MLPClassifier, classification_loss
 from core.tables import Table, write_table
 from core.train import MAX_STEPS_IN_FLIGHT, TrainConfig, init_state, make_train_step, train
 
-MODEL = ClassifierConfig(hidden=512, depth=3)
-BATCH = 256
+# CPU: a step of a few ms; accelerator: a wide MLP so that a step is compute, not dispatch.
+SIZES = {"cpu": (ClassifierConfig(hidden=512, depth=3), 256), "accelerator": (ClassifierConfig(hidden=4096, depth=4), 4096)}
 
 
-def _model():
-    return MLPClassifier(MODEL, nnx.Rngs(0))
+def _size():
+    return SIZES["cpu" if jax.devices()[0].platform == "cpu" else "accelerator"]
+
+
+def _model(config: ClassifierConfig | None = None):
+    return MLPClassifier(config or _size()[0], nnx.Rngs(0))
 
 
 def _core_seconds(mesh, steps: int) -> float:
-    config = TrainConfig(steps=steps, batch_size=BATCH, log_every=50, progress=True)
-    iterator = data.batches(data.digits("train"), BATCH, seed=0)
+    batch = _size()[1]
+    config = TrainConfig(steps=steps, batch_size=batch, log_every=50, progress=True)
+    iterator = data.batches(data.digits("train"), batch, seed=0)
     start = time.perf_counter()
     result = train(_model, classification_loss, optax.adam(1e-3), iterator, config, mesh)
     jax.block_until_ready(result.state)
@@ -44,7 +49,7 @@ def _bare_seconds(mesh, steps: int) -> float:
     model = mesh_lib.create_sharded(_model, mesh)
     graphdef, state, shardings = init_state(model, optimizer, mesh)
     step = jax.jit(make_train_step(graphdef, classification_loss, optimizer, 0), out_shardings=(shardings, None), donate_argnums=0)
-    iterator = data.batches(data.digits("train"), BATCH, seed=0)
+    iterator = data.batches(data.digits("train"), _size()[1], seed=0)
     pending = []
     with jax.set_mesh(mesh):
         for _ in range(steps):
@@ -66,7 +71,7 @@ def _rate(fn, mesh, short: int, long: int, repeats: int) -> float:
 def _stack_seconds(k: int) -> tuple[float, float, float]:
     mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig())
     optimizer = optax.adam(1e-3)
-    _, state, _ = init_state(mesh_lib.create_sharded(_model, mesh), optimizer, mesh)
+    _, state, _ = init_state(mesh_lib.create_sharded(lambda: _model(SIZES["cpu"][0]), mesh), optimizer, mesh)
     target = checkpoint.abstract_like(state)
     with tempfile.TemporaryDirectory() as tmp:
         with checkpoint.Checkpointer(tmp, keep=k, async_save=False) as ckpt:
@@ -109,7 +114,7 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
             },
         ],
         notes=(
-            f"MLP 3x512 on digits, global batch {BATCH}, Adam, on {device}, mesh "
+            f"MLP {_size()[0].depth}x{_size()[0].hidden} on digits, global batch {_size()[1]}, Adam, on {device}, mesh "
             f"{dict(mesh.shape)}; rate = (long - short steps) / (time difference), {short} vs {long} "
             f"steps, median of {repeats}. core.train includes its progress bar, metrics every 50 "
             f"steps and the NaN guard; the bare loop uses the same step function, data and in-flight bound."
@@ -123,6 +128,6 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
             {"method": "core.checkpoint.load_stack", "seconds": stack_time, "MiB/s": megabytes / stack_time, "ratio to loop": loop_time / stack_time},
             {"method": "loop of restores + np.stack", "seconds": loop_time, "MiB/s": megabytes / loop_time, "ratio to loop": 1.0},
         ],
-        notes=f"{megabytes:.1f} MiB in all (model + Adam state of the 3x512 MLP), local disk, {device}.",
+        notes=f"{megabytes:.1f} MiB in all (model + Adam state of the {SIZES['cpu'][0].depth}x{SIZES['cpu'][0].hidden} MLP), local disk, {device}.",
     )
     return [write_table(loop_table, results_dir), write_table(stack_table, results_dir)]

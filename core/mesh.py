@@ -149,6 +149,8 @@ def logical_to_spec(
                 axes = ()
         used.update(axes)
         out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while out and out[-1] is None:  # canonical form: jit returns P() for a replicated output
+        out.pop()
     return PartitionSpec(*out)
 
 
@@ -193,9 +195,9 @@ def create_sharded(constructor: Callable[[], nnx.Module], mesh: Mesh, rules=LOGI
     return nnx.merge(graphdef, state)
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Sharding of a batch: leading axis over ``data`` x ``fsdp``, the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
 
 def batch_divisor(mesh: Mesh) -> int:
@@ -222,7 +224,7 @@ def global_batch(mesh: Mesh, local_batch: Any) -> Any:
     def one(x):
         x = np.asarray(x)
         check_batch(mesh, x.shape[0] * jax.process_count(), "global batch (leading axis)")
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+        return jax.make_array_from_process_local_data(batch_sharding(mesh), x)
 
     return jax.tree.map(one, local_batch)
 

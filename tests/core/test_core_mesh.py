@@ -37,7 +37,8 @@ def test_logical_rules_replicate_what_does_not_divide():
     mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig(data=2, fsdp=2, tensor=2))
     assert mesh_lib.logical_to_spec(("embed", "mlp"), (8, 6), mesh) == P("fsdp", "tensor")
     assert mesh_lib.logical_to_spec(("embed", "mlp"), (7, 6), mesh) == P(None, "tensor")
-    assert mesh_lib.logical_to_spec(("batch", "embed"), (8, 8), mesh) == P(("data", "fsdp"), None)
+    assert mesh_lib.logical_to_spec(("mlp", "embed"), (6, 7), mesh) == P("tensor")
+    assert mesh_lib.logical_to_spec(("batch", "embed"), (8, 8), mesh) == P(("data", "fsdp"))
     with pytest.raises(ValueError, match="logical axis 'nonsense' has no rule"):
         mesh_lib.logical_to_spec(("nonsense",))
 
@@ -55,7 +56,7 @@ def test_create_sharded_places_parameters():
 def test_global_batch_and_divisibility():
     mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig(data=4, fsdp=2))
     batch = mesh_lib.global_batch(mesh, {"x": np.arange(16.0).reshape(16, 1)})
-    assert batch["x"].sharding.spec == P(("data", "fsdp"), None)
+    assert batch["x"].sharding.spec == P(("data", "fsdp"))
     np.testing.assert_array_equal(np.asarray(batch["x"]).ravel(), np.arange(16.0))
     with pytest.raises(ValueError, match=r"batch_size=12: expected a positive multiple of the data-parallel size 8"):
         mesh_lib.check_batch(mesh, 12)

@@ -84,7 +84,7 @@ def test_sharded_forward_equals_one_device():
 
     with jax.set_mesh(mesh):
         (logits, cache), loss = forward(
-            sharded, jax.device_put(tokens, core.mesh.batch_sharding(mesh, 2)))
+            sharded, jax.device_put(tokens, core.mesh.batch_sharding(mesh)))
     (ref_logits, ref_cache), ref_loss = forward(single, tokens)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     for name in names:
