@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from core import checkpoint, config as config_lib, data, mesh as mesh_lib
+from core import checkpoint, config as config_lib, data, experiment, mesh as mesh_lib
 from core.classifier import ClassifierConfig, MLPClassifier, classification_loss
 from core.train import TrainConfig, TrainResult, init_state, train
 
@@ -114,16 +114,13 @@ def checkpoint_metrics(graphdef, state, images, labels) -> dict[str, jax.Array]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_lib.cli(PRESETS, args=argv, description=__doc__.splitlines()[0])
-    if config.distributed:
-        mesh_lib.initialize_distributed()
-    result = run(config)
-    if result.preempted:
-        print(f"preempted: checkpoint saved at step {result.step}", file=sys.stderr)
-        return 143
-    if jax.process_index() == 0 and result.evals:
-        print(f"step {result.step}: test accuracy {result.evals[-1]['accuracy']:.4f}")
-    return 0
+    return experiment.main(PRESETS, run, argv, __doc__.splitlines()[0], summary=_summary)
+
+
+def _summary(result: TrainResult) -> str:
+    if not result.evals:
+        return f"step {result.step}"
+    return f"step {result.step}: test accuracy {result.evals[-1]['accuracy']:.4f}"
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def make_train_step(
     """
 
     def micro_loss(params, rest, batch, key):
-        model = nnx.merge(graphdef, _cast_floating(params, compute_dtype), rest)
+        model = nnx.merge(graphdef, _cast_floating(params, compute_dtype), rest, copy=True)
         loss, metrics = loss_fn(model, batch, key)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return loss.astype(jnp.float32), (metrics, new_rest)

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from core import config as config_lib, data, mesh as mesh_lib
+from core import config as config_lib, data, experiment, mesh as mesh_lib
 from core.train import TrainConfig, TrainResult, train
 from interp.models.gpt import GPT, GPTConfig, next_token_loss
 from interp.models.gpt import PRESETS as MODEL_PRESETS
@@ -120,16 +120,13 @@ def representations(model: GPT, tokens: jax.Array, layer: int) -> jax.Array:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_lib.cli(PRESETS, args=argv, description=__doc__.splitlines()[0])
-    if config.distributed:
-        mesh_lib.initialize_distributed()
-    result = run(config)
-    if result.preempted:
-        print(f"preempted: checkpoint saved at step {result.step}", file=sys.stderr)
-        return 143
-    if jax.process_index() == 0 and result.evals:
-        print(f"step {result.step}: held-out loss {result.evals[-1]['loss']:.4f}")
-    return 0
+    return experiment.main(PRESETS, run, argv, __doc__.splitlines()[0], summary=_summary)
+
+
+def _summary(result: TrainResult) -> str:
+    if not result.evals:
+        return f"step {result.step}"
+    return f"step {result.step}: held-out loss {result.evals[-1]['loss']:.4f}"
 
 
 if __name__ == "__main__":

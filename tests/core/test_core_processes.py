@@ -13,9 +13,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import optax
 import pytest
-from flax import nnx
 
 from core import checkpoint, config as config_lib, mesh as mesh_lib
 from core.demo import PRESETS, model_and_optimizer
