@@ -89,3 +89,25 @@ def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="grad_accum=3"):
         train(lambda: MLPClassifier(MODEL, nnx.Rngs(0)), classification_loss, optax.adam(1e-3),
               iter([]), TrainConfig(batch_size=16, grad_accum=3), mesh)
+
+
+class _Counted(nnx.Variable):
+    pass
+
+
+class _CountingClassifier(MLPClassifier):
+    def __init__(self, config, rngs):
+        super().__init__(config, rngs)
+        self.seen = _Counted(jnp.zeros((), jnp.float32))
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_non_parameter_state_written_in_the_loss_persists(grad_accum):
+    def counting_loss(model, batch, key):
+        model.seen[...] = model.seen[...] + batch["label"].shape[0]
+        return classification_loss(model, batch, key)
+
+    config = TrainConfig(steps=5, batch_size=32, grad_accum=grad_accum, log_every=5, progress=False)
+    result = train(lambda: _CountingClassifier(MODEL, nnx.Rngs(0)), counting_loss, optax.adam(1e-3),
+                   data.batches(data.digits("train"), 32), config, mesh_lib.make_mesh())
+    assert float(result.model.seen[...]) == 5 * 32
