@@ -5,9 +5,9 @@ Every estimator comes in two layers:
 - a pure ``jnp`` core on neighbour distances or a spectrum (``twonn_from_ratios``,
   ``mle_pointwise``, ``lpca_from_spectrum``, ...) that ``jit``/``vmap``/shards unchanged (the
   local estimates in :mod:`geometry.local_id` vmap these over neighbourhoods);
-- a public function of a point cloud ``x`` (N, D) (``twonn``, ``mle``, ``mom``, ``tle``,
-  ``mada``, ``corr_int``, ``lpca``, ``mind_ml``, ``gride``) that validates the input, computes
-  exact neighbours with :func:`geometry.knn.knn` and calls the core. Run under
+- a public function of a point cloud ``x`` (N, D) (``twonn``, ``mle``, ``mle_global``, ``mom``,
+  ``tle``, ``mada``, ``corr_int``, ``lpca``, ``mind_ml``, ``gride``, ``gride_multiscale``) that
+  validates the input, computes exact neighbours with :func:`geometry.knn.knn` and calls the core. Run under
   ``jax.enable_x64(True)`` for float64 (scikit-dimension parity to rtol 1e-6).
 
 Deliberate deviations from scikit-dimension 0.5.0 (each keeps skdim's number on valid input):
@@ -25,10 +25,16 @@ Deliberate deviations from scikit-dimension 0.5.0 (each keeps skdim's number on 
   that e.g. ``450 * 0.9`` keeps 405 points as Python's float64 does; float64 is exact.
 - lPCA: only the explained-variance versions (FO, Fan, maxgap, ratio, participation_ratio,
   Kaiser, broken_stick); skdim's random-matrix signal-rank versions (MP, GD, KN, ...) are not
-  ported. MLE: only the noise-free neighbourhood estimator (``dnoise=None``, the default).
+  ported. MLE: only the noise-free estimators (``dnoise=None``, the default): per neighbourhood
+  (:func:`mle`) and from the data set's smallest distances (:func:`mle_global`).
 - CorrInt counts pairs below r with exact distances; skdim uses scikit-learn's expanded-form
   distances, so a pair at exactly r (frequent: r is a median of k-th neighbour distances, often a
   mutual pair's distance) is counted or not by rounding there. Results can differ by a pair.
+- Where skdim's number is decided by float rounding we do not chase it: lPCA 'Fan' when the first
+  component holds more than ``p_fan`` of the variance (the de-noised total is then 0 up to
+  rounding), lPCA 'maxgap' on rank-deficient spectra (gaps between rounding-noise eigenvalues),
+  and ``mle_global``, where skdim's ``set()`` of kd-tree distances keeps a mutual pair twice
+  when its two computed distances differ by an ulp (we dedupe exactly symmetric distances).
 - MiND_MLk maximises the concave likelihood exactly (bisection on the score) instead of
   L-BFGS-B from the integer MLi start. Where L-BFGS-B converges the two agree to its tolerance;
   skdim's run sometimes stops at the integer start (M7_Roll, N = 600: 2.0 with the score at 87,
@@ -164,6 +170,27 @@ def mle(
     k = check_neighbours(k, x.shape[0], "k", minimum=2)
     dist, _ = knn(x, k, exclude_duplicates=exclude_duplicates, block_size=block_size)
     return combine(mle_pointwise(dist, unbiased), comb)
+
+
+@functools.partial(jax.jit, static_argnames=("n_smallest", "unbiased"))
+def mle_from_all_distances(dists: jax.Array, n_smallest: int = 20, unbiased: bool = False) -> jax.Array:
+    """Levina-Bickel on the ``n_smallest`` distinct values among all neighbour distances (N, K)
+    of the data set (skdim ``MLE(neighborhood_based=False)``: one global estimate)."""
+    values = jnp.sort(dists.reshape(-1))
+    is_new = jnp.concatenate([jnp.ones((1,), bool), values[1:] != values[:-1]])
+    (first,) = jnp.nonzero(is_new, size=n_smallest, fill_value=values.shape[0] - 1)
+    return mle_pointwise(values[first][None, :], unbiased)[0]
+
+
+def mle_global(x, k: int = 20, n_neighbours_per_point: int = 5, *, unbiased: bool = False) -> jax.Array:
+    """skdim ``MLE(K=n_neighbours_per_point, neighborhood_based=False).fit(x, n_neighbors=k)``:
+    the ``k`` smallest distinct distances among every point's ``K`` neighbour distances."""
+    x = check_points(x, "x")
+    n_nb = check_neighbours(n_neighbours_per_point, x.shape[0], "n_neighbours_per_point", minimum=1)
+    if k < 2 or k > x.shape[0] * n_nb:
+        raise ValueError(f"k={k}: expected 2 <= k <= N * n_neighbours_per_point")
+    dist, _ = knn(x, n_nb)
+    return mle_from_all_distances(dist, int(k), unbiased)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ Implemented: local TwoNN and local MLE, vectorised with ``vmap`` over neighbourh
 memory-bounded blocks (``lax.map`` over blocks of ``block_size`` points), no Python loop over
 points. The neighbourhood of point i is its L nearest neighbours *without* the point itself,
 exactly as scikit-dimension's ``fit_pw`` / ``asPointwise`` (``get_nn`` then
-``estimator.fit(X[knn[i]])``), which are the parity references; inside a neighbourhood, neighbours are again exact
-(:func:`geometry.knn.neighbours_within`).
+``estimator.fit(X[knn[i]])``), which are the parity references; inside a neighbourhood,
+neighbours are again exact (:func:`geometry.knn.neighbours_within`).
 
 Deviations from skdim ``fit_pw``: an inner ``k`` (MLE) larger than ``L - 1`` raises instead of
 being lowered with a warning; a neighbourhood whose estimate cannot be formed gives nan, and

@@ -1,0 +1,187 @@
+"""Intrinsic-dimension estimators: ours (JAX) against scikit-dimension 0.5.0, side by side.
+
+For every estimator: wall time of skdim and of ours (first call, compile included, and a second
+call), the speed-up ``skdim / ours (second call)``, and both estimates with their relative
+difference; then local (pointwise) TwoNN and MLE against skdim's Python loop over points. All in
+float64 (``jax.enable_x64``) so the estimates can be identical.
+
+Data: the 10-sphere of the benchmark suite (M1) isometrically rotated into R^d by a random
+orthonormal map. quick: n = 2500, d = 20, local N = 400, L = 64. full: n = 2.5k, 20k, 100k and
+d = 20, 128; local N = 20k, L = 128 (P24's L). skdim runs that need an N x N matrix (MADA) or
+hours (its loops at n = 100k) are skipped and marked so.
+
+Run: ``python -c "import pathlib, benchmarks.geometry_skdim as b; b.run(True, pathlib.Path('results'))"``
+"""
+
+from __future__ import annotations
+
+import pathlib
+import platform
+import time
+import warnings
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import core.tables as tables
+from geometry import intrinsic_dim as gid
+from geometry import local_id, manifolds
+
+TORCHID_NOTE = (
+    "torchid (PyTorch port of skdim) reports 100-2700x over skdim on an H100; no GPU figure here "
+    "unless the device column says so."
+)
+
+
+def embedded_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """M1 (10-sphere in R^11) rotated into R^d by a random orthonormal map (float64)."""
+    x = np.asarray(manifolds.generate("M1_Sphere", n, seed), np.float64)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, x.shape[1])))
+    return x @ q.T
+
+
+def _skdim_estimators(skdim):
+    return {
+        "TwoNN": (lambda x: gid.twonn(x), lambda x: skdim.id.TwoNN().fit(x).dimension_),
+        "TwoNN-mle": (lambda x: gid.twonn(x, method="mle"), lambda x: skdim.id.TwoNN(method="mle").fit(x).dimension_),
+        "MLE": (lambda x: gid.mle(x), lambda x: skdim.id.MLE().fit(x).dimension_),
+        "MOM": (lambda x: gid.mom(x), lambda x: skdim.id.MOM().fit(x).dimension_),
+        "TLE": (lambda x: gid.tle(x), lambda x: skdim.id.TLE().fit(x).dimension_),
+        "MADA": (lambda x: gid.mada(x), lambda x: skdim.id.MADA().fit(x).dimension_),
+        "CorrInt": (lambda x: gid.corr_int(x), lambda x: skdim.id.CorrInt().fit(x).dimension_),
+        "lPCA-FO": (lambda x: gid.lpca(x, "FO"), lambda x: skdim.id.lPCA().fit(x).dimension_),
+        "MiND_MLk": (lambda x: gid.mind_ml(x), lambda x: skdim.id.MiND_ML().fit(x).dimension_),
+        "GRIDE": (lambda x: gid.gride(x)[0], lambda x: skdim.id.GRIDE().fit(x).dimension_),
+    }
+
+
+def _skip_reference(name: str, n: int) -> str | None:
+    if name == "MADA" and n > 20000:
+        return "skdim needs the N x N distance matrix"
+    if name in ("TLE", "CorrInt", "MOM") and n > 20000:
+        return "skdim takes too long (Python loop / N^2 pairs)"
+    return None
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    value = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, value
+
+
+def _rel(a, b):
+    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-300)
+
+
+def _global_rows(skdim, sizes, dims):
+    rows = []
+    estimators = _skdim_estimators(skdim)
+    jobs = [(name, n, d) for n in sizes for d in dims for name in estimators]
+    for name, n, d in tqdm(jobs, desc="global estimators"):
+        x = embedded_sphere(n, d)
+        ours_fn, ref_fn = estimators[name]
+        first, _ = _timed(ours_fn, x)
+        ours_s, ours = _timed(ours_fn, x)
+        row = {"estimator": name, "n": n, "d": d, "ours_first_s": first, "ours_s": ours_s, "ours": float(ours)}
+        skip = _skip_reference(name, n)
+        if skip is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref_s, ref = _timed(ref_fn, x)
+            row.update(skdim_s=ref_s, skdim=float(ref), speedup=ref_s / ours_s, rel_diff=_rel(ours, ref))
+        else:
+            row["note"] = skip
+        rows.append(row)
+    return rows
+
+
+def _local_rows(skdim, n: int, n_neighbors: int, d: int):
+    from skdim._commonfuncs import asPointwise
+
+    x = embedded_sphere(n, d, seed=1)
+    rows = []
+    cases = {
+        "local TwoNN": (
+            lambda: local_id.local_twonn(x, n_neighbors),
+            lambda: skdim.id.TwoNN().fit_pw(x, n_neighbors=n_neighbors).dimension_pw_,
+        ),
+        "local MLE (k=20)": (
+            lambda: local_id.local_mle(x, n_neighbors),
+            lambda: asPointwise(x, skdim.id.MLE(), n_neighbors=n_neighbors),
+        ),
+    }
+    for name, (ours_fn, ref_fn) in tqdm(cases.items(), desc="local estimates"):
+        first, _ = _timed(ours_fn)
+        ours_s, ours = _timed(ours_fn)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref_s, ref = _timed(ref_fn)
+        ours, ref = np.asarray(ours), np.asarray(ref)
+        rows.append(
+            {
+                "estimator": name,
+                "n": n,
+                "L": n_neighbors,
+                "d": d,
+                "skdim_s": ref_s,
+                "ours_first_s": first,
+                "ours_s": ours_s,
+                "speedup": ref_s / ours_s,
+                "skdim_mean": float(np.mean(ref)),
+                "ours_mean": float(np.mean(ours)),
+                "max_rel_diff": float(np.max(np.abs(ours - ref) / np.abs(ref))),
+            }
+        )
+    return rows
+
+
+def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
+    import skdim
+
+    device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); {platform.processor() or platform.machine()}"
+    sizes, dims = ((2500,), (20,)) if quick else ((2500, 20000, 100000), (20, 128))
+    local_n, local_l = (400, 64) if quick else (20000, 128)
+    with jax.enable_x64(True):
+        global_rows = _global_rows(skdim, sizes, dims)
+        local_rows = _local_rows(skdim, local_n, local_l, 20)
+    scale = "quick" if quick else "full"
+    notes = (
+        f"{scale} scale, float64, device: {device}; skdim 0.5.0 on the same machine in the same "
+        f"process. speedup = skdim_s / ours_s (ours_s: second call; ours_first_s includes "
+        f"compilation). Data: M1 10-sphere rotated into R^d. {TORCHID_NOTE}"
+    )
+    paths = [
+        tables.write_table(
+            tables.Table(
+                name="geometry_skdim_global",
+                title="Global ID estimators: ours (JAX) vs scikit-dimension",
+                columns=["estimator", "n", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim", "ours", "rel_diff", "note"],
+                rows=global_rows,
+                notes=notes,
+            ),
+            results_dir,
+            plot=lambda ax: _plot_speedups(ax, global_rows),
+        ),
+        tables.write_table(
+            tables.Table(
+                name="geometry_skdim_local",
+                title="Local (pointwise) ID: ours (vmap) vs scikit-dimension's loop over points",
+                columns=["estimator", "n", "L", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim_mean", "ours_mean", "max_rel_diff"],
+                rows=local_rows,
+                notes=notes,
+            ),
+            results_dir,
+        ),
+    ]
+    return paths
+
+
+def _plot_speedups(ax, rows):
+    done = [r for r in rows if "speedup" in r]
+    labels = [f"{r['estimator']}\nn={r['n']} d={r['d']}" for r in done]
+    ax.barh(range(len(done)), [r["speedup"] for r in done])
+    ax.set_yticks(range(len(done)), labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("speed-up over skdim (x)")

@@ -1,0 +1,116 @@
+"""Exact k-nearest neighbours: sklearn parity, blocks, sharding, duplicates, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from sklearn.neighbors import NearestNeighbors
+
+from geometry.knn import knn, neighbours_within
+
+
+def _reference(x, k):
+    return NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
+
+
+@pytest.mark.parametrize("block_size", [7, 64, None])
+def test_knn_matches_sklearn_in_float64(x64, block_size):
+    x = np.random.default_rng(0).normal(size=(301, 12))
+    dist, idx = knn(x, 9, block_size=block_size)
+    ref_d, ref_i = _reference(x, 9)
+    assert dist.dtype == jnp.float64 and idx.shape == (301, 9)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-12)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
+def test_knn_float32_is_close_and_never_returns_self():
+    x = np.random.default_rng(1).normal(size=(200, 5)).astype(np.float32)
+    dist, idx = knn(x, 4)
+    ref_d, ref_i = _reference(x.astype(np.float64), 4)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-5)
+    np.testing.assert_array_equal(idx, ref_i)
+    assert not np.any(np.asarray(idx) == np.arange(200)[:, None])
+
+
+def test_knn_far_from_origin_is_exact(x64):
+    """Centring before the expanded-form distances keeps a large offset harmless."""
+    x = np.random.default_rng(2).normal(size=(150, 3)) + 1e6
+    dist, idx = knn(x, 5)
+    ref_d, ref_i = _reference(x, 5)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-9)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
+def test_knn_sharded_over_mesh_equals_unsharded(x64):
+    x = np.random.default_rng(3).normal(size=(203, 6))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    d1, i1 = knn(x, 6, block_size=10, mesh=mesh)
+    d0, i0 = knn(x, 6, block_size=10)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_allclose(d1, d0, rtol=0, atol=0)
+
+
+def test_duplicates_kept_at_zero_or_excluded(x64):
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(100, 4))
+    x = np.concatenate([base, base[:1], base[:1], base[:1]])  # point 0 and its copies 100..102
+    copies = [0, 100, 101, 102]
+    dist, idx = knn(x, 4)
+    np.testing.assert_array_equal(np.asarray(dist)[copies, :3], 0.0)
+    for i in copies:
+        assert set(np.asarray(idx)[i, :3]) == set(copies) - {i}
+    dist_ex, idx_ex = knn(x, 4, exclude_duplicates=True)
+    assert np.all(np.asarray(dist_ex) > 0)
+    ref_d, ref_i = _reference(base, 4)
+    for i in copies:
+        np.testing.assert_allclose(dist_ex[i], ref_d[0], rtol=1e-12)
+        np.testing.assert_array_equal(idx_ex[i], ref_i[0])
+
+
+def test_exclude_duplicates_needs_enough_distinct_points():
+    x = np.zeros((6, 2))
+    x[5] = 1.0
+    with pytest.raises(ValueError, match="not copies"):
+        knn(x, 2, exclude_duplicates=True)
+
+
+def test_neighbours_within_vmaps_over_neighbourhoods(x64):
+    pts = np.random.default_rng(5).normal(size=(4, 30, 3))
+    dist, idx = jax.vmap(lambda p: neighbours_within(p, 5))(jnp.asarray(pts))
+    for b in range(4):
+        ref_d, ref_i = _reference(pts[b], 5)
+        np.testing.assert_allclose(dist[b], ref_d, rtol=1e-12)
+        np.testing.assert_array_equal(idx[b], ref_i)
+
+
+@pytest.mark.parametrize(
+    "x, k, match",
+    [
+        (np.zeros(10), 2, "2-D"),
+        (np.full((10, 2), np.nan), 2, "NaN or inf"),
+        (np.array([[0.0, 1.0], [np.inf, 0.0], [1.0, 1.0]]), 1, "NaN or inf"),
+        (np.random.default_rng(0).normal(size=(5, 2)), 5, "fewer points than neighbours"),
+        (np.random.default_rng(0).normal(size=(5, 2)), 0, "at least 1"),
+    ],
+)
+def test_knn_rejects_bad_input(x, k, match):
+    with pytest.raises(ValueError, match=match):
+        knn(x, k)
+
+
+def test_knn_rejects_non_int_k():
+    with pytest.raises(TypeError, match="k: expected an int"):
+        knn(np.zeros((5, 2)), 2.0)
+
+
+def test_knn_on_the_project_mesh(x64):
+    """core.mesh's (data, fsdp, tensor) mesh with Auto axes; queries split over 'data'."""
+    from core.mesh import MeshConfig, make_mesh
+
+    mesh = make_mesh(MeshConfig(data=4, fsdp=2))
+    x = np.random.default_rng(6).normal(size=(97, 5))
+    d1, i1 = knn(x, 3, mesh=mesh, mesh_axis="data")
+    d0, i0 = _reference(x, 3)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_allclose(d1, d0, rtol=1e-12)
