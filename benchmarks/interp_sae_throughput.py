@@ -1,0 +1,110 @@
+"""SAE training throughput (tokens/s): our jitted JAX step vs SAELens on the same machine.
+
+Same d_in (384, MiniLM's width), width, k and batch for TopK (+AuxK) and ReLU + L1; inputs are
+random (throughput does not depend on the data). Ours: :func:`interp.sae.training.make_train_step`
+(one jitted, donated step: loss, grads, decoder-parallel-gradient removal, clip 1.0, Adam,
+decoder renormalisation) on one device. Reference: ``benchmarks/reference/saelens_throughput.py``
+run as a subprocess by the interpreter in ``$SAELENS_PYTHON`` (default ``/work/venv-ref/bin/
+python``; torch CPU + sae-lens), which steps SAELens's own training SAE as its trainer does. If
+sae-lens is not importable there, the same computation in plain PyTorch is timed and labelled so;
+without that interpreter the reference rows are skipped with a note (CI). Both sides get the same
+number of CPU threads (``--threads``; ``XLA_FLAGS`` for ours is whatever the process has).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+from flax import nnx
+from tqdm import tqdm
+
+import core  # noqa: F401
+from core.tables import Table, write_table
+from interp.sae import ReLUSAE, TopKSAE
+from interp.sae.training import make_train_step, sae_optimizer
+
+REFERENCE = Path(__file__).parent / "reference" / "saelens_throughput.py"
+DEFAULT_PYTHON = "/work/venv-ref/bin/python"
+
+
+def ours_tokens_per_s(arch: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
+                      warmup: int = 3) -> float:
+    rngs = nnx.Rngs(0)
+    model = (TopKSAE(d_in, d_sae, rngs=rngs, k=k, dead_steps=1000) if arch == "topk"
+             else ReLUSAE(d_in, d_sae, rngs=rngs, l1_coefficient=1.0))
+    state, _, step = make_train_step(model, sae_optimizer(1e-3))
+    data = jax.random.normal(jax.random.key(0), (warmup + steps, batch, d_in))
+    for i in range(warmup):
+        state, metrics = step(state, data[i])
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, metrics = step(state, data[warmup + i])
+    jax.block_until_ready(metrics)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def reference_tokens_per_s(python: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
+                           threads: int) -> dict[str, dict] | None:
+    """Run the reference script once for both architectures; ``None`` when the interpreter is
+    absent. Returns ``{arch: result}``."""
+    if not Path(python).is_file():
+        return None
+    cmd = [python, str(REFERENCE), "--archs", "topk", "standard", "--d-in", str(d_in),
+           "--d-sae", str(d_sae), "--k", str(k), "--batch", str(batch), "--steps", str(steps),
+           "--warmup", "2", "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"reference run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r["arch"]: r for r in results}
+
+
+def run(quick: bool, results_dir: Path) -> list[Path]:
+    d_in, k = 384, 32
+    d_sae = 4 * d_in if quick else 16 * d_in
+    batch = 512 if quick else 4096
+    steps = (10, 3) if quick else (100, 20)  # (ours, reference): the reference is slower
+    threads = os.cpu_count() or 1
+    python = os.environ.get("SAELENS_PYTHON", DEFAULT_PYTHON)
+    rows, labels = [], set()
+    references = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads)
+    for arch in tqdm(("topk", "standard"), desc="interp_sae_throughput"):
+        ours = ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0])
+        ref = None if references is None else references[arch]
+        name = "TopK + AuxK" if arch == "topk" else "ReLU + L1"
+        if ref is None:
+            rows.append({"architecture": name, "reference": "skipped (no reference interpreter)",
+                         "ours tokens/s": ours, "reference tokens/s": None, "ratio": None})
+            continue
+        label = (f"SAELens {ref['sae_lens']}" if ref["impl"] == "saelens"
+                 else "plain PyTorch (SAELens not installed)")
+        labels.add(f"{label}, torch {ref['torch']}, {ref['threads']} threads")
+        rows.append({"architecture": name, "reference": label, "ours tokens/s": ours,
+                     "reference tokens/s": ref["tokens_per_s"],
+                     "ratio": ours / ref["tokens_per_s"]})
+    notes = (f"{'quick' if quick else 'full'} run on {jax.devices()[0].platform} "
+             f"({jax.devices()[0].device_kind}, {threads} CPU threads visible), d_in={d_in}, "
+             f"d_sae={d_sae}, k={k} (TopK), batch {batch} tokens, {steps[0]} timed steps (ours) "
+             f"/ {steps[1]} (reference) after warm-up; random inputs. ratio = ours / reference "
+             f"(goal >= 2 on CPU). Ours also removes the decoder-parallel gradient and "
+             f"renormalises decoder rows each step (SAELens does neither for these "
+             f"architectures). Reference: {'; '.join(sorted(labels)) or 'none'}. "
+             + ("" if labels else f"The reference interpreter {python} is absent here, so only "
+                                  "our throughput is reported. ")
+             + "Other jobs may share the CPU; compare the two columns of one row, not runs.")
+    table = Table(name="interp_sae_throughput",
+                  title="SAE training throughput: ours (JAX) vs SAELens (PyTorch)",
+                  columns=["architecture", "reference", "ours tokens/s", "reference tokens/s",
+                           "ratio"], rows=rows, notes=notes)
+    return [write_table(table, results_dir)]
+
+
+if __name__ == "__main__":
+    print(run("--full" not in sys.argv, Path("results")))
