@@ -118,7 +118,7 @@ def test_sharded_forward_matches_one_device():
     single = ctor()
     sharded = core.mesh.create_sharded(ctor, mesh)
     wq = sharded.layers[0].wq[...]
-    assert wq.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    assert wq.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     shape = (4, 4)
     toks = jax.random.randint(jax.random.key(0), (8, 16), 0, 64)
     labels = jnp.arange(8) % 10
