@@ -137,12 +137,14 @@ def state_shardings(state: dict[str, Any], optimizer: optax.GradientTransformati
     parameter, everything else (counters, scalars) is replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
     param_shardings = jax.tree.map(lambda x: x.sharding, state["params"])
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731 (multi_transform / masked states)
     opt = optax.tree_map_params(
         optimizer,
-        lambda _, s: s,
+        lambda p, s: p if masked(p) else s,
         state["opt"],
         param_shardings,
         transform_non_params=lambda _: replicated,
+        is_leaf=masked,
     )
     return dict(
         params=param_shardings,

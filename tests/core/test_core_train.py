@@ -111,3 +111,16 @@ def test_non_parameter_state_written_in_the_loss_persists(grad_accum):
     result = train(lambda: _CountingClassifier(MODEL, nnx.Rngs(0)), counting_loss, optax.adam(1e-3),
                    data.batches(data.digits("train"), 32), config, mesh_lib.make_mesh())
     assert float(result.model.seen[...]) == 5 * 32
+
+
+def test_masked_optimizer_states_are_sharded_like_their_parameters():
+    def labels(params):
+        return jax.tree.map(lambda x: "matrix" if x.ndim > 1 else "vector", params)
+
+    optimizer = optax.multi_transform({"matrix": optax.adam(1e-3), "vector": optax.set_to_zero()}, labels)
+    config = TrainConfig(steps=2, batch_size=32, log_every=1, progress=False)
+    result = train(lambda: MLPClassifier(MODEL, nnx.Rngs(0)), classification_loss, optimizer,
+                   data.batches(data.digits("train"), 32), config, mesh_lib.make_mesh(mesh_lib.MeshConfig(fsdp=2, tensor=2)))
+    mu = result.state["opt"].inner_states["matrix"].inner_state[0].mu
+    assert mu["layers"][0]["w"].get_value().sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    assert float(result.model.head.b[...].sum()) == 0.0  # set_to_zero leaves the vectors alone
