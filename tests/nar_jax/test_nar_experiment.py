@@ -129,6 +129,8 @@ def test_bad_configs_raise(tmp_path):
             tiny, order="par16", data=experiment.DataConfig(image_size=12)))
     with pytest.raises(FileNotFoundError, match="train"):
         experiment.saved_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        experiment.restore_tokenizer(_config(tmp_path), mesh=None)
 
 
 def test_png_grid_places_each_image_in_its_tile(tmp_path):
