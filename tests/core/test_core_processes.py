@@ -67,12 +67,23 @@ def _wait_for_steps(workdir: Path, count: int, process, timeout=120.0):
     raise TimeoutError(f"no step {count} within {timeout} s")
 
 
+def _wait_for_a_committed_checkpoint(directory: Path, process, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
+            return
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise TimeoutError(f"no committed checkpoint in {directory} within {timeout} s")
+
+
 def test_sigkill_at_a_random_step_then_resume_is_bitwise(tmp_path):
     steps = 60
     _demo(tmp_path / "straight", steps, "--train.checkpoint-every", "5", "--train.no-async-checkpoint")
     kill_at = random.Random(os.getpid()).randint(8, 40)
     victim = _demo(tmp_path / "killed", steps, "--train.checkpoint-every", "5", wait=False)
     _wait_for_steps(tmp_path / "killed", kill_at, victim)
+    _wait_for_a_committed_checkpoint(tmp_path / "killed" / "checkpoints", victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL
