@@ -84,7 +84,7 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
         f"{sim.n_train_stimuli} train stimuli x {sim.n_repeats} repeats per source). Pretraining {pretrain_steps} steps, "
         f"adaptation {config.train.steps} steps of batch {config.train.batch_size}, hidden {config.hidden}; "
         f"{n_way}-way retrieval (chance {1 / n_way:.1%}), 30 draws, one seed. rho = weight of the private component "
-        f"(1 = subjects share nothing: the negative control). {'Quick form (sized for the main job's time budget): n_target = 75 only, 150 pretraining and 80 adaptation steps. ' if quick else ''}"
+        f"(1 = subjects share nothing: the negative control). {'Quick form (sized for the time budget of the main job): n_target = 75 only, 150 pretraining and 80 adaptation steps. ' if quick else ''}"
         f"{time.perf_counter() - start:.0f} s on {len(jax.devices())} {jax.devices()[0].platform} device(s). The 'paper' row "
         "is the notes' recalled NSD anchor (real data), not comparable one to one."
         + (" MindEye2's BiMixCo phase is off in the quick form (too short a schedule for it)." if config.mixco_fraction == 0 else "")

@@ -1,3 +1,5 @@
+import importlib
+import inspect
 import json
 
 import pytest
@@ -42,6 +44,9 @@ def test_a_failing_plot_leaves_no_table(tmp_path):
     assert not (tmp_path / "broken.md").exists() and not (tmp_path / "broken.json").exists()
 
 
-def test_benchmark_registry_finds_core_benchmarks():
+def test_benchmark_registry_finds_importable_benchmarks():
     names = registered()
     assert names[:2] == ["core_demo", "core_loop"]
+    for name in names:  # every registered module imports and exposes run(quick, results_dir)
+        module = importlib.import_module(f"benchmarks.{name}")
+        assert list(inspect.signature(module.run).parameters) == ["quick", "results_dir"], name
