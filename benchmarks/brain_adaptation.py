@@ -41,7 +41,7 @@ def plan(quick: bool):
     if quick:
         cfg = de.DecodingConfig(n_way=100, mixco_fraction=0.0, train=TrainConfig(steps=80, batch_size=32, log_every=50, progress=False,
                                                              tensorboard=False))
-        return cfg, 150, [(0.2, (75,), ("scratch", "reset_tuning", "adapters_only", "new_linear_only")),
+        return cfg, 150, [(0.2, (75,), ("scratch", "reset_tuning", "adapters_only")),
                           (1.0, (75,), ("scratch", "reset_tuning"))]
     base = de.PRESETS["paper"][1]
     cfg = dataclasses.replace(base, hidden=1024, train=dataclasses.replace(base.train, steps=3000, checkpoint_every=0))
@@ -84,7 +84,7 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
         f"{sim.n_train_stimuli} train stimuli x {sim.n_repeats} repeats per source). Pretraining {pretrain_steps} steps, "
         f"adaptation {config.train.steps} steps of batch {config.train.batch_size}, hidden {config.hidden}; "
         f"{n_way}-way retrieval (chance {1 / n_way:.1%}), 30 draws, one seed. rho = weight of the private component "
-        f"(1 = subjects share nothing: the negative control). {'Quick form (sized for the time budget of the main job): n_target = 75 only, 150 pretraining and 80 adaptation steps. ' if quick else ''}"
+        f"(1 = subjects share nothing: the negative control). {'Quick form (sized for the time budget of the main job): n_target = 75 only, 150 pretraining and 80 adaptation steps, new-linear-only (MindEye2-style) in the full form only. ' if quick else ''}"
         f"{time.perf_counter() - start:.0f} s on {len(jax.devices())} {jax.devices()[0].platform} device(s). The 'paper' row "
         "is the notes' recalled NSD anchor (real data), not comparable one to one."
         + (" MindEye2's BiMixCo phase is off in the quick form (too short a schedule for it)." if config.mixco_fraction == 0 else "")
