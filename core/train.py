@@ -250,10 +250,14 @@ def train(
     step = int(jax.device_get(state["step"]))
     preempted = False
 
+    last_saved = resumed_from
+
     def save(at: int) -> None:
-        if checkpointer is not None and (not checkpointer.steps() or checkpointer.steps()[-1] != at):
+        nonlocal last_saved
+        if checkpointer is not None and at != last_saved:
             _check_finite(state)
             checkpointer.save(at, state, data_iterator=data, config=run_config or {})
+            last_saved = at
 
     in_flight: collections.deque = collections.deque()
     bar = tqdm(
