@@ -1,7 +1,7 @@
-"""The main job: run every registered benchmark and write ``results/REPORT.md``.
+"""The main job: run every registered benchmark and write ``REPORT.md`` beside the tables.
 
-    python -m benchmarks                      # quick form of every benchmark (minutes on CPU)
-    python -m benchmarks --full               # the full forms (paper scale where possible)
+    python -m benchmarks                      # quick form of every benchmark -> results/quick/
+    python -m benchmarks --full               # the full forms (paper scale where possible) -> results/
     python -m benchmarks --only core_demo nar_steps
 
 A benchmark registers itself by being a module ``benchmarks/<area>_<name>.py`` that defines
@@ -32,7 +32,8 @@ class Args:
 
     full: bool = False
     only: tuple[str, ...] = ()
-    results_dir: Path = Path("results")
+    results_dir: Path | None = None
+    """Default: ``results/quick`` for the quick forms, ``results`` for ``--full``."""
     host_devices: int = 8
 
 
@@ -59,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.only:
         names = [n for n in names if n in args.only]
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = args.results_dir or (Path("results") if args.full else Path("results/quick"))
+    results_dir.mkdir(parents=True, exist_ok=True)
     sections, summary, failed = [], [], []
     for name in tqdm(names, desc="benchmarks", dynamic_ncols=True):
         start = time.perf_counter()
         try:
             module = importlib.import_module(f"benchmarks.{name}")
-            paths = module.run(quick=not args.full, results_dir=args.results_dir)
+            paths = module.run(quick=not args.full, results_dir=results_dir)
             status = "ok"
             sections += [Path(p).read_text() for p in paths]
         except Exception:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     from core.tables import atomic_write
 
-    report = args.results_dir / ("REPORT.md" if not args.only else "REPORT-partial.md")
+    report = results_dir / ("REPORT.md" if not args.only else "REPORT-partial.md")
     atomic_write(report, "\n".join(header) + "\n" + "\n".join(sections))
     print(f"wrote {report}" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0

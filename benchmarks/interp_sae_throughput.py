@@ -9,6 +9,11 @@ python``; torch CPU + sae-lens), which steps SAELens's own training SAE as its t
 sae-lens is not importable there, the same computation in plain PyTorch is timed and labelled so;
 without that interpreter the reference rows are skipped with a note (CI). Both sides get the same
 number of CPU threads (``--threads``; ``XLA_FLAGS`` for ours is whatever the process has).
+
+On a GPU the full form uses a larger SAE (d_in 768, 32x wide, k 64, batch 8192), runs the
+reference on ``cuda`` with TF32 matmuls allowed and ours under TF32 matmul precision, and adds
+model FLOP utilisation: 12 d_in d_sae FLOPs per token (encoder + dense decoder, forward and
+backward; TopK's selection, AuxK and the optimizer not counted) over the dense TF32 peak.
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ from interp.sae.training import make_train_step, sae_optimizer
 
 REFERENCE = Path(__file__).parent / "reference" / "saelens_throughput.py"
 DEFAULT_PYTHON = "/work/venv-ref/bin/python"
+BATCHES_IN_MEMORY = 4  # random batches cycled through (throughput does not depend on the data)
+# Dense TF32 tensor-core peak, FLOP/s (NVIDIA data sheets, SXM parts).
+TF32_PEAK = {"H100": 494.7e12, "H200": 494.7e12, "A100": 156e12}
+
+
+def tf32_peak(device_kind: str) -> float | None:
+    return next((peak for name, peak in TF32_PEAK.items() if name in device_kind), None)
+
+
+def flops_per_token(d_in: int, d_sae: int) -> int:
+    """Encoder and dense decoder matmuls, forward (4 d_in d_sae) and backward (twice that)."""
+    return 12 * d_in * d_sae
 
 
 def ours_tokens_per_s(arch: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
@@ -39,26 +56,28 @@ def ours_tokens_per_s(arch: str, d_in: int, d_sae: int, k: int, batch: int, step
     model = (TopKSAE(d_in, d_sae, rngs=rngs, k=k, dead_steps=1000) if arch == "topk"
              else ReLUSAE(d_in, d_sae, rngs=rngs, l1_coefficient=1.0))
     state, _, step = make_train_step(model, sae_optimizer(1e-3))
-    data = jax.random.normal(jax.random.key(0), (warmup + steps, batch, d_in))
+    data = jax.random.normal(jax.random.key(0), (BATCHES_IN_MEMORY, batch, d_in))
     for i in range(warmup):
-        state, metrics = step(state, data[i])
+        state, metrics = step(state, data[i % BATCHES_IN_MEMORY])
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for i in range(steps):
-        state, metrics = step(state, data[warmup + i])
+        state, metrics = step(state, data[i % BATCHES_IN_MEMORY])
     jax.block_until_ready(metrics)
     return batch * steps / (time.perf_counter() - start)
 
 
 def reference_tokens_per_s(python: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
-                           threads: int) -> dict[str, dict] | None:
+                           threads: int, device: str = "cpu") -> dict[str, dict] | None:
     """Run the reference script once for both architectures; ``None`` when the interpreter is
     absent. Returns ``{arch: result}``."""
     if not Path(python).is_file():
         return None
     cmd = [python, str(REFERENCE), "--archs", "topk", "standard", "--d-in", str(d_in),
            "--d-sae", str(d_sae), "--k", str(k), "--batch", str(batch), "--steps", str(steps),
-           "--warmup", "2", "--threads", str(threads)]
+           "--warmup", "2", "--threads", str(threads), "--device", device]
+    if device != "cpu":
+        cmd.append("--tf32")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"reference run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
@@ -67,29 +86,42 @@ def reference_tokens_per_s(python: str, d_in: int, d_sae: int, k: int, batch: in
 
 
 def run(quick: bool, results_dir: Path) -> list[Path]:
-    d_in, k = 384, 32
-    d_sae = 4 * d_in if quick else 16 * d_in
-    batch = 512 if quick else 4096
+    device = jax.devices()[0]
+    on_gpu = device.platform == "gpu"
+    d_in, k, width = (768, 64, 32) if on_gpu and not quick else (384, 32, 4 if quick else 16)
+    d_sae = width * d_in
+    batch = 512 if quick else (8192 if on_gpu else 4096)
     steps = (10, 3) if quick else (100, 20)  # (ours, reference): the reference is slower
     threads = os.cpu_count() or 1
     python = os.environ.get("SAELENS_PYTHON", DEFAULT_PYTHON)
+    peak = tf32_peak(device.device_kind) if on_gpu else None
     rows, labels = [], set()
-    references = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads)
+    references = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads,
+                                        "cuda" if on_gpu else "cpu")
     for arch in tqdm(("topk", "standard"), desc="interp_sae_throughput"):
-        ours = ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0])
+        with jax.default_matmul_precision("tensorfloat32" if on_gpu else "default"):
+            ours = ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0])
         ref = None if references is None else references[arch]
         name = "TopK + AuxK" if arch == "topk" else "ReLU + L1"
+        row = {"architecture": name, "ours tokens/s": ours}
+        if peak:
+            row["ours MFU"] = ours * flops_per_token(d_in, d_sae) / peak
         if ref is None:
-            rows.append({"architecture": name, "reference": "skipped (no reference interpreter)",
-                         "ours tokens/s": ours, "reference tokens/s": None, "ratio": None})
+            rows.append({**row, "reference": "skipped (no reference interpreter)"})
             continue
         label = (f"SAELens {ref['sae_lens']}" if ref["impl"] == "saelens"
                  else "plain PyTorch (SAELens not installed)")
-        labels.add(f"{label}, torch {ref['torch']}, {ref['threads']} threads")
-        rows.append({"architecture": name, "reference": label, "ours tokens/s": ours,
-                     "reference tokens/s": ref["tokens_per_s"],
-                     "ratio": ours / ref["tokens_per_s"]})
-    notes = (f"{'quick' if quick else 'full'} run on {jax.devices()[0].platform} "
+        labels.add(f"{label}, torch {ref['torch']} on {ref.get('device', 'cpu')}, "
+                   f"{ref['threads']} threads")
+        row.update({"reference": label, "reference tokens/s": ref["tokens_per_s"],
+                    "ratio": ours / ref["tokens_per_s"]})
+        if peak:
+            row["reference MFU"] = ref["tokens_per_s"] * flops_per_token(d_in, d_sae) / peak
+        rows.append(row)
+    mfu_note = (f"MFU = tokens/s x {flops_per_token(d_in, d_sae):.3g} FLOPs per token / "
+                f"{peak / 1e12:.1f} TFLOP/s (dense TF32 peak of a {device.device_kind}); both "
+                f"sides use TF32 matmuls. " if peak else "")
+    notes = (f"{'quick' if quick else 'full'} run on {device.platform} "
              f"({jax.devices()[0].device_kind}, {threads} CPU threads visible), d_in={d_in}, "
              f"d_sae={d_sae}, k={k} (TopK), batch {batch} tokens, {steps[0]} timed steps (ours) "
              f"/ {steps[1]} (reference) after warm-up; random inputs. ratio = ours / reference "
@@ -98,11 +130,14 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
              f"architectures). Reference: {'; '.join(sorted(labels)) or 'none'}. "
              + ("" if labels else f"The reference interpreter {python} is absent here, so only "
                                   "our throughput is reported. ")
+             + mfu_note
              + "Other jobs may share the CPU; compare the two columns of one row, not runs.")
-    table = Table(name="interp_sae_throughput",
+    suffix = "_" + device.device_kind.split()[-1].lower() if on_gpu else ""
+    table = Table(name="interp_sae_throughput" + suffix,
                   title="SAE training throughput: ours (JAX) vs SAELens (PyTorch)",
                   columns=["architecture", "reference", "ours tokens/s", "reference tokens/s",
-                           "ratio"], rows=rows, notes=notes)
+                           "ratio"] + (["ours MFU", "reference MFU"] if peak else []),
+                  rows=rows, notes=notes)
     return [write_table(table, results_dir)]
 
 

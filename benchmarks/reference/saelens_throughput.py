@@ -17,22 +17,24 @@ import time
 
 import torch
 
+BATCHES_IN_MEMORY = 4  # random batches cycled through (throughput does not depend on the data)
 
-def saelens_step_fn(arch: str, d_in: int, d_sae: int, k: int, l1: float):
+
+def saelens_step_fn(arch: str, d_in: int, d_sae: int, k: int, l1: float, device: str):
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     if arch == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k,
-                                                    dtype="float32", device="cpu"))
+                                                    dtype="float32", device=device))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae,
                                                             l1_coefficient=l1, dtype="float32",
-                                                            device="cpu"))
+                                                            device=device))
     sae.train()
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
-    since_fired = torch.zeros(d_sae)
+    since_fired = torch.zeros(d_sae, device=device)
     coefficients = {name: (c.value if hasattr(c, "value") else c)
                     for name, c in sae.get_coefficients().items()}
     state = {"step": 0}
@@ -55,14 +57,14 @@ def saelens_step_fn(arch: str, d_in: int, d_sae: int, k: int, l1: float):
     return step
 
 
-def torch_step_fn(arch: str, d_in: int, d_sae: int, k: int, l1: float):
-    w_dec = torch.nn.functional.normalize(torch.randn(d_sae, d_in), dim=-1)
-    params = {"W_enc": w_dec.T.clone().requires_grad_(), "b_enc": torch.zeros(d_sae,
-                                                                              requires_grad=True),
-              "W_dec": w_dec.clone().requires_grad_(), "b_dec": torch.zeros(d_in,
-                                                                            requires_grad=True)}
+def torch_step_fn(arch: str, d_in: int, d_sae: int, k: int, l1: float, device: str):
+    w_dec = torch.nn.functional.normalize(torch.randn(d_sae, d_in, device=device), dim=-1)
+    params = {"W_enc": w_dec.T.clone().requires_grad_(),
+              "b_enc": torch.zeros(d_sae, device=device, requires_grad=True),
+              "W_dec": w_dec.clone().requires_grad_(),
+              "b_dec": torch.zeros(d_in, device=device, requires_grad=True)}
     optimizer = torch.optim.Adam(params.values(), lr=1e-3)
-    since_fired = torch.zeros(d_sae)
+    since_fired = torch.zeros(d_sae, device=device)
     k_aux = d_in // 2
 
     def step(x):
@@ -107,7 +109,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (as JAX's "
+                        "default precision does on NVIDIA GPUs)")
     args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.threads:
         torch.set_num_threads(args.threads)
     impl = args.impl
@@ -123,18 +129,21 @@ def main() -> None:
     for arch in args.archs:
         torch.manual_seed(0)
         make = saelens_step_fn if impl == "saelens" else torch_step_fn
-        step = make(arch, args.d_in, args.d_sae, args.k, args.l1)
-        data = torch.randn(args.warmup + args.steps, args.batch, args.d_in)
+        step = make(arch, args.d_in, args.d_sae, args.k, args.l1, args.device)
+        data = torch.randn(BATCHES_IN_MEMORY, args.batch, args.d_in, device=args.device)
         for i in range(args.warmup):
-            step(data[i])
+            step(data[i % BATCHES_IN_MEMORY])
+        if args.device != "cpu":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for i in range(args.steps):
-            loss = step(data[args.warmup + i])
+            loss = step(data[i % BATCHES_IN_MEMORY])
         loss.item()
         seconds = time.perf_counter() - start
         print(json.dumps({"impl": impl, "arch": arch, "seconds": seconds,
                           "tokens_per_s": args.batch * args.steps / seconds,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "device": args.device, "tf32": args.tf32,
                           "sae_lens": version}), flush=True)
 
 
