@@ -19,6 +19,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import jax
 from tqdm.auto import tqdm
 
 from core.data import ArraySource
@@ -115,8 +116,9 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
         f"{half} other held-out images; the distance depends on sample size). One training seed: "
         f"differences of a few accuracy points are within noise. Measured winner: accuracy "
         f"{best_acc}, Frechet distance {best_fd}. Not comparable to the paper's ImageNet FIDs "
-        f"(NAR-B 4.65 vs LlamaGen-B 5.46 vs PAR-B-4X 6.21). Times on this CPU, not a speed "
-        f"benchmark (see nar_throughput)."
+        f"(NAR-B 4.65 vs LlamaGen-B 5.46 vs PAR-B-4X 6.21). Times on one "
+        f"{jax.devices()[0].device_kind} ({jax.devices()[0].platform}), not a speed benchmark "
+        f"(see nar_throughput)."
     )
     table = Table(
         name="nar_quality" + ("" if quick else "_full"),

@@ -4,7 +4,9 @@
 ``x - x_hat`` (detached) is reconstructed by the top ``aux_k`` pre-activations among dead latents
 (not fired for ``dead_steps`` steps), weighted by ``min(n_dead / aux_k, 1)`` (SAELens); default
 ``aux_k = d_in // 2``. Deviation: ``aux_k`` is static, so with fewer dead latents than ``aux_k``
-the non-dead slots contribute zeros instead of shrinking ``k_aux`` (same loss value).
+the non-dead slots contribute zeros instead of shrinking ``k_aux`` (same loss value). While no
+latent is dead the AuxK branch is skipped at run time (``lax.cond``): its top-``aux_k`` and extra
+decoder pass would otherwise cost as much as the main step.
 """
 
 from __future__ import annotations
@@ -47,11 +49,18 @@ class TopKSAE(SparseAutoencoder):
     def aux_loss(self, x, x_hat, pre) -> jax.Array:
         dead = self.dead_mask()
         n_dead = jnp.sum(dead)
-        aux_codes = jnp.where(dead, topk_codes(jnp.where(dead, pre, -jnp.inf), self.aux_k), 0.0)
-        recon = aux_codes @ self.W_dec[...]
-        residual = jax.lax.stop_gradient(x - x_hat)
-        scale = jnp.minimum(n_dead / self.aux_k, 1.0)
-        return self.aux_coefficient * scale * jnp.mean(jnp.sum((recon - residual) ** 2, -1))
+        w_dec = self.W_dec[...]
+
+        def with_dead(pre, x_hat, w_dec):
+            aux_codes = jnp.where(dead, topk_codes(jnp.where(dead, pre, -jnp.inf), self.aux_k),
+                                  0.0)
+            residual = jax.lax.stop_gradient(x - x_hat)
+            scale = jnp.minimum(n_dead / self.aux_k, 1.0)
+            error = jnp.mean(jnp.sum((aux_codes @ w_dec - residual) ** 2, -1))
+            return (self.aux_coefficient * scale * error).astype(pre.dtype)
+
+        return jax.lax.cond(n_dead > 0, with_dead, lambda *_: jnp.zeros((), pre.dtype),
+                            pre, x_hat, w_dec)
 
     def train_forward(self, x):
         pre = self.pre_activation(x)
