@@ -18,18 +18,20 @@ stage from its newest checkpoint; a finished stage is only restored.
     python -m nar_jax train tiny --workdir runs/nar            # or --order raster / par4 / par16
     python -m nar_jax sample tiny --workdir runs/nar           # runs/nar/samples.png
     python -m nar_jax evaluate tiny --workdir runs/nar         # accuracy + Frechet distance
+    python -m nar_jax train video --workdir runs/video         # 4 x 8 x 8 token clips
     python -m nar_jax train paper --workdir runs/b --data.code-path /data/imagenet_code_c2i
     python -m core.plan --experiment nar_jax.experiment --preset paper --devices 64 --mesh.fsdp 8
 
 Presets: ``tiny`` (digits upsampled to 16x16 px, 8x8 tokens, the ``tiny`` transformer: minutes on
-two CPU cores) and ``paper`` (NAR-B on LlamaGen's ImageNet 256 codes, 16x16 tokens, vocabulary
+two CPU cores), ``video`` (moving shapes, 4 frames of 16x16 px -> 4 x 8 x 8 tokens: three heads,
+learned absolute positions; the tokenizer encodes frames independently) and ``paper`` (NAR-B on LlamaGen's ImageNet 256 codes, 16x16 tokens, vocabulary
 16384, batch 256, AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05, clip 1.0, 300 epochs,
 bfloat16 compute, CFG 2.0 at sampling).
 
 Deviations: the paper samples 50 000 images and scores FID/IS with Inception; the embedded tasks
 are scored by :mod:`nar_jax.evaluation` (class accuracy and a Frechet distance under a classifier
-trained on the real images). No learning-rate schedule (the official constant lr). Video
-generation is not wired into this experiment (the model and decoder support 3-D grids).
+trained on the real images; for clips the classifier reads the whole clip, so the label is
+only recoverable from shape, not motion). No learning-rate schedule (the official constant lr).
 """
 
 from __future__ import annotations
@@ -61,17 +63,19 @@ from nar_jax import tokenizer as tokenizer_lib
 
 ORDER_PLANS = {"nar": ("nar", None), "raster": ("raster", None), "par4": ("par", 4),
                "par16": ("par", 16)}
-EMBEDDED = ("digits", "shapes")
+EMBEDDED = ("digits", "shapes", "videos")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """``digits`` (scikit-learn digits upsampled, 1 channel, 10 classes), ``shapes`` (procedural
-    RGB shapes, 6 classes) or ``llamagen`` (extracted codes under ``code_path``)."""
+    RGB shapes, 6 classes), ``videos`` (``frames`` RGB frames of one moving shape, 6 classes) or
+    ``llamagen`` (extracted codes under ``code_path``)."""
 
-    source: Literal["digits", "shapes", "llamagen"] = "digits"
-    image_size: int = 16  # pixels of the embedded images
-    num_examples: int = 4096  # shapes: training examples generated
+    source: Literal["digits", "shapes", "videos", "llamagen"] = "digits"
+    image_size: int = 16  # pixels of the embedded images (video frames)
+    num_examples: int = 4096  # shapes / videos: training examples generated
+    frames: int = 4  # videos
     code_path: str = ""  # llamagen: the --code-path of LlamaGen's extract_codes_c2i.py
     dataset: str = "imagenet"
     code_image_size: int = 256
@@ -133,6 +137,15 @@ PRESETS = {
             sample=SampleConfig(num_per_class=50, batch_size=250, cfg_scale=2.0),
         ),
     ),
+    "video": (
+        "moving shapes, 4 frames of 16x16 px -> 4x8x8 tokens, tiny transformer with 3 heads",
+        NARExperimentConfig(
+            data=DataConfig(source="videos", num_examples=2048),
+            tokenizer=dataclasses.replace(tokenizer_lib.PRESETS["tiny"], image_channels=3,
+                                          codebook_size=64),
+            sample=SampleConfig(num_per_class=4, batch_size=24),
+        ),
+    ),
 }
 
 
@@ -142,17 +155,18 @@ PRESETS = {
 def num_classes(config: NARExperimentConfig) -> int:
     if config.data.source == "digits":
         return 10
-    if config.data.source == "shapes":
+    if config.data.source in ("shapes", "videos"):
         return len(data_lib.SHAPE_KINDS)
     return config.data.num_classes
 
 
-def grid(config: NARExperimentConfig) -> tuple[int, int]:
-    """Token grid ``(h, w)`` of the configured data."""
+def grid(config: NARExperimentConfig) -> tuple[int, ...]:
+    """Token grid ``(h, w)`` of the configured data, ``(t, h, w)`` for videos."""
     d = config.data
     if d.source == "llamagen":
         return (d.code_image_size // d.downsample,) * 2
-    return (d.image_size // config.tokenizer.downsample,) * 2
+    frame = (d.image_size // config.tokenizer.downsample,) * 2
+    return (d.frames, *frame) if d.source == "videos" else frame
 
 
 def vocab_size(config: NARExperimentConfig) -> int:
@@ -197,6 +211,8 @@ def check_config(config: NARExperimentConfig) -> None:
                 f"data.image_size={d.image_size}: expected a multiple of the tokenizer's "
                 f"downsampling {config.tokenizer.downsample}"
             )
+        if d.source == "videos" and d.frames < 2:
+            raise ValueError(f"data.frames={d.frames}: expected at least 2 frames for videos")
     elif not d.code_path:
         raise ValueError("data.code_path: expected the folder of LlamaGen's extracted codes "
                          "(data.source='llamagen')")
@@ -221,14 +237,31 @@ def _stage_dir(config: NARExperimentConfig, stage: str) -> str:
 
 
 def real_images(config: NARExperimentConfig, split: Literal["train", "test"]):
-    """The embedded real images (``{'image', 'label'}`` examples) of ``split``."""
+    """The embedded real examples ``{'image', 'label'}`` of ``split``; for videos ``image`` is a
+    whole clip ``[T, H, W, C]``."""
     d = config.data
     if d.source == "digits":
         return data_lib.digit_images(split, size=d.image_size)
+    length = d.num_examples if split == "train" else max(d.num_examples // 4, 64)
+    seed = 0 if split == "train" else 1
     if d.source == "shapes":
-        length = d.num_examples if split == "train" else max(d.num_examples // 4, 64)
-        return data_lib.shape_images(length, size=d.image_size, seed=0 if split == "train" else 1)
+        return data_lib.shape_images(length, size=d.image_size, seed=seed)
+    if d.source == "videos":
+        clips = data_lib.moving_shape_videos(length, d.frames, d.image_size, seed=seed)
+        rows = [clips[i] for i in range(length)]
+        return core_data.ArraySource({"image": np.stack([r["video"] for r in rows]),
+                                      "label": np.stack([r["label"] for r in rows])})
     raise ValueError(f"data.source={d.source!r}: real images exist only for {EMBEDDED}")
+
+
+def _tokenizer_images(config: NARExperimentConfig):
+    """What the tokenizer trains on: the real training images, or every frame of the clips."""
+    source = real_images(config, "train")
+    if config.data.source != "videos":
+        return source
+    clips = source.arrays["image"]
+    return core_data.ArraySource({"image": clips.reshape(-1, *clips.shape[2:]),
+                                  "label": np.repeat(source.arrays["label"], clips.shape[1])})
 
 
 # --- stages -------------------------------------------------------------------------------------
@@ -240,7 +273,7 @@ def tokenizer_stage(config: NARExperimentConfig, mesh):
         return None
     tc = dataclasses.replace(config.tokenizer_train, workdir=_stage_dir(config, "tokenizer"),
                              seed=config.train.seed)
-    result = tokenizer_lib.train_tokenizer(config.tokenizer, real_images(config, "train"), tc,
+    result = tokenizer_lib.train_tokenizer(config.tokenizer, _tokenizer_images(config), tc,
                                            mesh, learning_rate=config.tokenizer_learning_rate)
     return result.model
 
@@ -335,15 +368,19 @@ _decode = nnx.jit(lambda tokenizer, tokens: tokenizer.decode(tokens))
 
 
 def decode_images(tokenizer, tokens, token_grid, batch_size: int = 256) -> np.ndarray:
-    """Images ``[n, H, W, C]`` in [-1, 1] from raster token grids ``[n, h*w]``."""
+    """Images ``[n, H, W, C]`` in [-1, 1] from raster token grids ``[n, h*w]``; for a video grid
+    ``(t, h, w)`` clips ``[n, t, H, W, C]`` (frames decoded independently)."""
     tokens = np.asarray(tokens, np.int32)
     if tokens.ndim != 2 or tokens.shape[1] != math.prod(token_grid):
         raise ValueError(f"tokens: expected [n, {math.prod(token_grid)}], got {tokens.shape}")
+    frame_grid = tuple(token_grid[-2:])
+    frames = tokens.reshape(-1, math.prod(frame_grid))
     out = []
-    for start in range(0, tokens.shape[0], batch_size):
-        chunk = tokens[start:start + batch_size].reshape(-1, *token_grid)
+    for start in range(0, frames.shape[0], batch_size):
+        chunk = frames[start:start + batch_size].reshape(-1, *frame_grid)
         out.append(np.asarray(_decode(tokenizer, jnp.asarray(chunk))))
-    return np.clip(np.concatenate(out), -1.0, 1.0)
+    images = np.clip(np.concatenate(out), -1.0, 1.0)
+    return images.reshape(tokens.shape[0], *token_grid[:-2], *images.shape[1:])
 
 
 def write_png_grid(images, rows: int, path: str | Path) -> Path:
@@ -376,7 +413,8 @@ def class_labels(config: NARExperimentConfig) -> np.ndarray:
 
 def sample_images(config: NARExperimentConfig) -> dict:
     """Restore the trained stages of ``config.workdir``, sample every class and write the PNG
-    grid (embedded data) and the tokens (``samples.npz``). Returns paths and arrays."""
+    grid (embedded data: a row per class; a clip's frames side by side) and the tokens
+    (``samples.npz``). Returns paths and arrays."""
     check_config(config)
     mesh = make_mesh(config)
     generator, step = restore_generator(config, mesh)
@@ -390,7 +428,8 @@ def sample_images(config: NARExperimentConfig) -> dict:
         tokenizer = restore_tokenizer(config, mesh)
         images = decode_images(tokenizer, tokens, grid(config))
         path = config.sample.output or workdir / "samples.png"
-        result.update(images=images, png=write_png_grid(images, num_classes(config), path))
+        tiles = images.reshape(-1, *images.shape[-3:])  # clips -> their frames, in order
+        result.update(images=images, png=write_png_grid(tiles, num_classes(config), path))
     return result
 
 

@@ -144,3 +144,23 @@ def test_png_grid_places_each_image_in_its_tile(tmp_path):
         np.testing.assert_allclose(tile, value, atol=1 / 255 + 1e-6)
     with pytest.raises(ValueError, match="rows"):
         experiment.write_png_grid(images, rows=4, path=tmp_path / "bad.png")
+
+
+def test_cli_video_train_sample_evaluate(tmp_path, capsys):
+    """Moving-shape clips (2 frames of 8x8 px -> 2 x 4 x 4 tokens): three heads, PNG of frames."""
+    flags = FLAGS + ["--workdir", str(tmp_path), "--data.frames", "2",
+                                  "--data.num-examples", "64"]
+    assert cli.main(["train", "video", *flags]) == 0
+    config = experiment.saved_config(tmp_path)
+    assert config.data.source == "videos" and experiment.grid(config) == (2, 4, 4)
+    assert experiment.model_config(config).out_heads == 3
+    assert cli.main(["sample", "video", *flags]) == 0
+    png = matplotlib.image.imread(tmp_path / "samples.png")
+    # 6 classes x (2 clips x 2 frames) of 8x8 px + 1 px gaps
+    assert png.shape[:2] == (6 * 9 + 1, 4 * 9 + 1)
+    saved = np.load(tmp_path / "samples.npz")
+    assert saved["tokens"].shape == (12, 32) and saved["tokens"].max() < 32
+    capsys.readouterr()
+    assert cli.main(["evaluate", "video", *flags]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= metrics["sample_accuracy"] <= 1.0 and np.isfinite(metrics["sample_frechet_distance"])
