@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh
 from sklearn.neighbors import NearestNeighbors
 
-from geometry.knn import knn, neighbours_within
+from geometry.knn import knn, neighbours_within, top_candidates
 
 
 def _reference(x, k):
@@ -20,6 +20,28 @@ def test_knn_matches_sklearn_in_float64(x64, block_size):
     dist, idx = knn(x, 9, block_size=block_size)
     ref_d, ref_i = _reference(x, 9)
     assert dist.dtype == jnp.float64 and idx.shape == (301, 9)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-12)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
+@pytest.mark.parametrize("count", [1, 10, 32])
+def test_two_level_candidates_select_the_same_keys_as_top_k(count):
+    rng = np.random.default_rng(count)
+    keys = rng.normal(size=(5, 3001)).astype(np.float32)  # 3001: not a multiple of any chunk
+    keys[:, rng.choice(3001, 2000, replace=False)] = -np.inf  # excluded points, as in knn
+    keys[1, 25:] = -np.inf  # fewer finite keys than some counts: real indices all the same
+    keys[0, :40] = 7.0  # ties across chunks
+    got = np.asarray(top_candidates(jnp.asarray(keys), count))
+    expected = np.asarray(jax.lax.top_k(jnp.asarray(keys), count)[0])
+    assert got.shape == (5, count) and all(len(set(row)) == count for row in got)
+    assert got.min() >= 0 and got.max() < 3001
+    np.testing.assert_array_equal(np.sort(np.take_along_axis(keys, got, 1), 1), np.sort(expected, 1))
+
+
+def test_knn_two_level_path_matches_sklearn(x64):
+    x = np.random.default_rng(3).normal(size=(2000, 6))  # 2000 points, k + margin = 10: two-level
+    dist, idx = knn(x, 2)
+    ref_d, ref_i = _reference(x, 2)
     np.testing.assert_allclose(dist, ref_d, rtol=1e-12)
     np.testing.assert_array_equal(idx, ref_i)
 
