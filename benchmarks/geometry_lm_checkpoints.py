@@ -21,9 +21,11 @@ from core import checkpoint, config as config_lib, mesh as mesh_lib
 from core.tables import Table, write_table
 from core.train import init_state
 from geometry.checkpoint_analysis import analyse_run, spectral_metrics, write_results
+from geometry.local_id import local_twonn
 from interp import stdlib_lm
 
 LAYER = 1
+LOCAL_NEIGHBOURS = 128
 
 
 def run(quick: bool, results_dir: Path) -> list[Path]:
@@ -49,21 +51,23 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
             return stdlib_lm.representations(model, tokens, LAYER)
 
         start = time.perf_counter()
-        spectral = analyse_run(directory, graphdef, target, reps_of, chunk=8, fit_ranks=fit_ranks, local_id=False)
+        full = analyse_run(directory, graphdef, target, reps_of, chunk=8, n_neighbors=LOCAL_NEIGHBOURS,
+                           fit_ranks=fit_ranks)
         vmapped_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
-        loop_step = jax.jit(lambda s: spectral_metrics(reps_of(nnx.merge(graphdef, s["params"], s["rest"])), fit_ranks))
-        loop_rankme = []
+        loop_reps = jax.jit(lambda s: reps_of(nnx.merge(graphdef, s["params"], s["rest"])))
+        loop_spectral = jax.jit(lambda reps: spectral_metrics(reps, fit_ranks))
+        loop_rankme, loop_local = [], []
         with checkpoint.Checkpointer(directory, async_save=False) as ckpt:
             for step in ckpt.steps():
                 _, s = ckpt.restore(checkpoint.host_target(target), step=step)
-                loop_rankme.append(float(loop_step(s)["rankme"]))
+                reps = loop_reps(s)
+                loop_rankme.append(float(loop_spectral(reps)["rankme"]))
+                loop_local.append(float(np.nanmean(np.asarray(local_twonn(reps, LOCAL_NEIGHBOURS)))))
         loop_seconds = time.perf_counter() - start
-        np.testing.assert_allclose(spectral["rankme"], loop_rankme, rtol=1e-4)
-
-        every = list(checkpoint.list_steps(directory))[3::4]
-        full = analyse_run(directory, graphdef, target, reps_of, steps=every, chunk=8, fit_ranks=fit_ranks)
+        np.testing.assert_allclose(full["rankme"], loop_rankme, rtol=1e-4)
+        np.testing.assert_allclose(full["local_id_mean"], loop_local, rtol=1e-4)
     notes = (
         f"GPT preset {preset} ({config.model.n_layers} layers, d={config.model.d_model}) trained {steps} steps on "
         f"stdlib docstrings with core.train, checkpoints every {steps // k} steps; layer {LAYER} residual "
@@ -78,6 +82,8 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
             {"method": "load_stack chunks of 8 + jit(vmap)", "seconds": vmapped_seconds, "speed-up": loop_seconds / vmapped_seconds},
             {"method": "restore (one device) + jit per checkpoint (loop)", "seconds": loop_seconds, "speed-up": 1.0},
         ],
-        notes=f"RankMe, RankMe-PCA, alpha-ReQ of the same representations; identical values (rtol 1e-4). {jax.devices()[0].platform}.",
+        notes=(f"RankMe, RankMe-PCA, alpha-ReQ and mean local ID (TwoNN, L = {LOCAL_NEIGHBOURS}) of "
+               f"the same representations; identical values (rtol 1e-4); both include restoring "
+               f"the checkpoints and one compilation. {jax.devices()[0].platform}."),
     )
     return [write_results(full, results_dir, "geometry_lm_checkpoints", notes), write_table(timing, results_dir)]

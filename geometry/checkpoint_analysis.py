@@ -3,9 +3,9 @@
 Given a run written by ``core`` (``<workdir>/checkpoints``), an experiment module and probe
 inputs, the checkpoints are stacked in memory-bounded chunks (``core.checkpoint.iter_stacks``)
 and the representation function is ``jax.vmap``-ed over each chunk (one compile per chunk
-shape); the spectral metrics (RankMe, alpha-ReQ) are vmapped too, and local intrinsic dimension
-(exact kNN + TwoNN on every neighbourhood) runs per checkpoint on the same compiled kernels.
-Writes a table and a metric-vs-step plot.
+shape); the spectral metrics (RankMe, alpha-ReQ) and the local intrinsic dimension (exact kNN +
+TwoNN on every neighbourhood, :func:`geometry.knn.knn_unchecked`) are computed inside the same
+vmapped function. Writes a table and a metric-vs-step plot.
 
     python -m geometry.checkpoint_analysis --workdir runs/stdlib_lm --experiment interp.stdlib_lm \\
         --preset tiny --layer 1
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tyro
 from flax import nnx
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 from core import checkpoint, config as config_lib, mesh as mesh_lib
 from core.tables import Table, write_table
 from core.train import init_state
-from geometry.local_id import local_twonn
+from geometry.knn import knn_unchecked
+from geometry.local_id import local_twonn_from_neighbours
 from geometry.spectra import alpha_req, rankme, rankme_pca
 
 METRICS = ("rankme", "rankme_pca", "alpha_req", "alpha_req_r2", "local_id_mean", "local_id_std")
@@ -62,7 +64,8 @@ def analyse_run(
     """Metrics of ``representation_fn(model)`` ([N, D]) for every checkpoint in ``directory``.
 
     ``target`` is the abstract training state (``core.checkpoint.abstract_like``). Returns
-    ``{"step": [K], metric: [K]}``.
+    ``{"step": [K], metric: [K]}``; the local ID columns are nan without ``local_id`` (and for a
+    checkpoint whose representations are not finite).
     """
     steps = list(steps) if steps is not None else checkpoint.list_steps(directory)
     if not steps:
@@ -70,26 +73,26 @@ def analyse_run(
 
     def per_state(state):
         reps = representation_fn(nnx.merge(graphdef, state["params"], state["rest"]))
-        return reps, spectral_metrics(reps, fit_ranks)
+        metrics = spectral_metrics(reps, fit_ranks)
+        nan = jnp.full((), jnp.nan, reps.dtype)
+        metrics["local_id_mean"] = metrics["local_id_std"] = nan
+        if local_id:
+            finite = jnp.isfinite(reps).all()
+            clean = jnp.where(finite, reps, 0.0)
+            _, idx = knn_unchecked(clean, min(n_neighbors, reps.shape[0] - 1))
+            local = jnp.where(finite, local_twonn_from_neighbours(clean, idx), jnp.nan)
+            metrics["local_id_mean"], metrics["local_id_std"] = jnp.nanmean(local), jnp.nanstd(local)
+        return metrics
 
     batched = jax.jit(jax.vmap(per_state))
     results: dict[str, list] = {name: [] for name in ("step", *METRICS)}
     with tqdm(total=len(steps), desc="checkpoints", dynamic_ncols=True) as bar:
         for part, stack in checkpoint.iter_stacks(directory, steps, target, chunk=chunk):
-            reps, metrics = batched(stack)
-            for row, step in enumerate(part):
-                results["step"].append(step)
-                for name, values in metrics.items():
-                    results[name].append(float(values[row]))
-                if local_id:
-                    n = reps.shape[1]
-                    local = np.asarray(local_twonn(reps[row], n_neighbors=min(n_neighbors, n - 1)))
-                    results["local_id_mean"].append(float(np.nanmean(local)))
-                    results["local_id_std"].append(float(np.nanstd(local)))
-                else:
-                    results["local_id_mean"].append(float("nan"))
-                    results["local_id_std"].append(float("nan"))
-                bar.update(1)
+            metrics = jax.device_get(batched(stack))
+            results["step"] += list(part)
+            for name in METRICS:
+                results[name] += [float(v) for v in metrics[name][: len(part)]]
+            bar.update(len(part))
     return {k: np.asarray(v) for k, v in results.items()}
 
 

@@ -176,6 +176,28 @@ def _knn_sharded(x, groups, rows, *, k: int, n_candidates: int, mesh, mesh_axis)
     )(x, groups, rows)
 
 
+def _default_block_size(n: int) -> int:
+    return int(min(1024, max(8, BLOCK_ELEMENTS // n)))
+
+
+def _query_blocks(n: int, block_size: int, n_shards: int = 1) -> np.ndarray:
+    """Query row indices (blocks, block_size), the last block padded with row n - 1."""
+    block_size = min(block_size, n)
+    n_blocks = -(-n // (block_size * n_shards)) * n_shards
+    rows = np.minimum(np.arange(n_blocks * block_size), n - 1).astype(np.int32)
+    return rows.reshape(n_blocks, block_size)
+
+
+def knn_unchecked(x: jax.Array, k: int, *, block_size: int | None = None,
+                  margin: int = DEFAULT_MARGIN) -> tuple[jax.Array, jax.Array]:
+    """:func:`knn` without validation or host work (duplicates kept): pure ``jnp``, so it can be
+    ``vmap``-ed over a stack of point sets. ``x`` must be finite with more than ``k`` rows."""
+    n = x.shape[0]
+    rows = jnp.asarray(_query_blocks(n, block_size or _default_block_size(n)))
+    dist, idx = _knn_blocks(x, None, rows, k=k, n_candidates=min(k + margin, n))
+    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
+
+
 def knn(
     x,
     k: int,
@@ -196,7 +218,7 @@ def knn(
     n = x.shape[0]
     k = check_neighbours(k, n, "k")
     if block_size is None:
-        block_size = int(min(1024, max(8, BLOCK_ELEMENTS // n)))
+        block_size = _default_block_size(n)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size={block_size!r}: expected a positive int")
     if margin < 0:
@@ -212,11 +234,8 @@ def knn(
             )
         groups = jnp.asarray(groups_np)
     n_candidates = min(k + margin, n)
-    block_size = min(block_size, n)
     n_shards = 1 if mesh is None else int(np.prod([mesh.shape[a] for a in np.atleast_1d(mesh_axis)]))
-    n_blocks = -(-n // (block_size * n_shards)) * n_shards
-    rows = np.minimum(np.arange(n_blocks * block_size), n - 1).astype(np.int32)
-    rows = rows.reshape(n_blocks, block_size)
+    rows = _query_blocks(n, block_size, n_shards)
     if mesh is not None:
         rows = jax.device_put(rows, NamedSharding(mesh, PartitionSpec(mesh_axis)))
     dist, idx = _knn_sharded(
