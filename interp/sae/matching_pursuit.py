@@ -3,14 +3,18 @@
 A tied sparse autoencoder whose encoder is matching pursuit over a unit-norm dictionary
 ``D = W_dec [d_sae, d_in]``: ``r_0 = x - b_dec``; each step ``c = ReLU(r D^T)``, ``j* = argmax c``,
 ``z_j* += c_j*``, ``r <- r - c_j* D_j*``; ``x_hat = z D + b_dec``. With unit atoms each step removes
-exactly ``c^2`` from ``||r||^2``. Training unrolls ``k`` steps (gradients flow through the selected
-coefficients and atoms, not through the argmax). Inference may adapt the sparsity per token:
-up to ``max_iterations`` steps, stopping a token when ``||r|| < residual_threshold`` or when its
-support stops changing (SAELens ``matching_pursuit`` semantics).
+exactly ``c^2`` from ``||r||^2``. Gradients flow through the selected coefficients and atoms, not
+through the argmax. Inference may adapt the sparsity per token: up to ``max_iterations`` steps,
+stopping a token when ``||r|| < residual_threshold`` or when its support stops changing (the
+authors' rule, SAELens ``matching_pursuit``). Training unrolls the fixed ``k`` steps (the paper's
+main experiments, ``overcomplete.MpSAE``) or, with ``adaptive_training=True``, the adaptive rule
+(the authors' synthetic-hierarchy code and SAELens), as a masked scan of ``max_iterations`` steps.
 
-Deviations: training uses the fixed ``k`` steps of the paper (SAELens trains with the adaptive
-rule); no auxiliary dead-latent loss. Folding an input scale ``s`` keeps ``D`` unit norm, so it
-divides ``b_dec`` and ``residual_threshold`` by ``s`` and the codes scale by ``1/s``.
+Deviations: the dictionary is kept unit norm during training (the authors' synthetic code only
+normalises it at initialisation); ``b_dec`` exists (SAELens layout) and is trained — start it at
+zero to match the authors' bias-free MP-SAE; no auxiliary dead-latent loss. Folding an input
+scale ``s`` keeps ``D`` unit norm, so it divides ``b_dec`` and ``residual_threshold`` by ``s`` and
+the codes scale by ``1/s``.
 """
 
 from __future__ import annotations
@@ -60,11 +64,33 @@ def matching_pursuit(residual: jax.Array, dictionary: jax.Array, n_steps: int):
 
 def adaptive_matching_pursuit(residual: jax.Array, dictionary: jax.Array, max_iterations: int,
                               residual_threshold: float = 0.0,
-                              stop_on_duplicate_support: bool = True) -> jax.Array:
-    """Matching pursuit with per-token stopping (inference): returns codes ``[B, d_sae]``."""
-    batch = residual.shape[0]
-    z0 = jnp.zeros((batch, dictionary.shape[0]), residual.dtype)
+                              stop_on_duplicate_support: bool = True,
+                              differentiable: bool = False) -> jax.Array:
+    """Matching pursuit with per-token stopping: returns codes ``[B, d_sae]``.
+
+    ``differentiable=False`` runs a ``while_loop`` that exits once every token has stopped
+    (inference); ``True`` runs all ``max_iterations`` steps in a ``lax.scan`` with the steps of
+    stopped tokens masked out (same codes; reverse-mode differentiable, for training).
+    """
+    if residual.ndim != 2 or dictionary.ndim != 2 or residual.shape[1] != dictionary.shape[1]:
+        raise ValueError(f"residual {residual.shape} and dictionary {dictionary.shape}: expected "
+                         "[B, d_in] and [d_sae, d_in]")
+    if not isinstance(max_iterations, int) or max_iterations <= 0:
+        raise ValueError(f"max_iterations={max_iterations!r}: expected a positive integer")
+    z0 = jnp.zeros((residual.shape[0], dictionary.shape[0]), residual.dtype)
     done0 = jnp.sqrt(jnp.sum(residual * residual, -1)) < residual_threshold
+
+    def step(z, r, done):
+        z_new, r, _ = _pursuit_step(z, r, dictionary, (~done).astype(r.dtype))
+        done = done | (jnp.sqrt(jnp.sum(r * r, -1)) < residual_threshold)
+        if stop_on_duplicate_support:
+            done = done | jnp.all((z_new != 0) == (z != 0), axis=-1)
+        return z_new, r, done
+
+    if differentiable:
+        (z, _, _), _ = jax.lax.scan(lambda carry, _: (step(*carry), None), (z0, residual, done0),
+                                    None, length=max_iterations)
+        return z
 
     def cond(state):
         t, _, _, done = state
@@ -72,11 +98,7 @@ def adaptive_matching_pursuit(residual: jax.Array, dictionary: jax.Array, max_it
 
     def body(state):
         t, z, r, done = state
-        z_new, r, _ = _pursuit_step(z, r, dictionary, (~done).astype(r.dtype))
-        done = done | (jnp.sqrt(jnp.sum(r * r, -1)) < residual_threshold)
-        if stop_on_duplicate_support:
-            done = done | jnp.all((z_new != 0) == (z != 0), axis=-1)
-        return t + 1, z_new, r, done
+        return (t + 1, *step(z, r, done))
 
     _, z, _, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), z0, residual, done0))
     return z
@@ -89,7 +111,8 @@ class MatchingPursuitSAE(SparseAutoencoder):
 
     def __init__(self, d_in: int, d_sae: int, *, rngs: nnx.Rngs, k: int,
                  max_iterations: int | None = None, residual_threshold: float = 0.0,
-                 stop_on_duplicate_support: bool = False, **kwargs: Any):
+                 stop_on_duplicate_support: bool = False, adaptive_training: bool = False,
+                 **kwargs: Any):
         super().__init__(d_in, d_sae, rngs=rngs, **kwargs)
         if not isinstance(k, int) or k <= 0:
             raise ValueError(f"k={k!r}: expected a positive integer")
@@ -97,6 +120,7 @@ class MatchingPursuitSAE(SparseAutoencoder):
         self.max_iterations = k if max_iterations is None else max_iterations
         self.residual_threshold = residual_threshold
         self.stop_on_duplicate_support = stop_on_duplicate_support
+        self.adaptive_training = adaptive_training
 
     def encode(self, x: jax.Array, max_iterations: int | None = None,
                residual_threshold: float | None = None) -> jax.Array:
@@ -111,7 +135,13 @@ class MatchingPursuitSAE(SparseAutoencoder):
         return z.reshape(*shape[:-1], self.d_sae)
 
     def train_forward(self, x):
-        z, _, _, _ = matching_pursuit(x - self.b_dec[...], self.W_dec[...], self.k)
+        residual = x - self.b_dec[...]
+        if self.adaptive_training:
+            z = adaptive_matching_pursuit(residual, self.W_dec[...], self.max_iterations,
+                                          self.residual_threshold, self.stop_on_duplicate_support,
+                                          differentiable=True)
+        else:
+            z, _, _, _ = matching_pursuit(residual, self.W_dec[...], self.k)
         return z, self.decode(z), {}
 
     def fold_input_scale(self, scale: float) -> None:

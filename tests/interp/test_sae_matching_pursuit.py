@@ -37,8 +37,8 @@ def test_exact_recovery_of_orthonormal_atoms(k):
 
 
 def test_hierarchy_children_recovered_by_mp_not_topk():
-    """Explaining away: MP removes the parent before choosing the child; a shallow TopK encoder
-    with the same dictionary and k mixes the children (P13's hierarchical argument)."""
+    """Explaining away on a superposed hierarchy: MP removes the parent before choosing the child;
+    a shallow TopK read-out with the same planted dictionary and k mixes the children."""
     n_parents, n_children, d = 8, 4, 16
     parents, children = hierarchical_dictionary(jax.random.key(1), n_parents, n_children, d)
     np.testing.assert_allclose(jnp.einsum("pcd,pd->pc", children, parents), 0.0, atol=1e-5)
@@ -95,3 +95,31 @@ def test_bad_inputs():
         MatchingPursuitSAE(4, 8, rngs=nnx.Rngs(0), k=0)
     with pytest.raises(ValueError, match="d_in=4"):
         MatchingPursuitSAE(4, 8, rngs=nnx.Rngs(0), k=2)(jnp.ones((2, 5)))
+
+
+def test_differentiable_adaptive_pursuit_matches_inference_loop():
+    dictionary = random_dictionary(jax.random.key(6), 40, 16)
+    x = jax.random.normal(jax.random.key(7), (64, 16))
+    tau = 0.6 * float(jnp.median(jnp.linalg.norm(x, axis=-1)))
+    for duplicate in (False, True):
+        loop = adaptive_matching_pursuit(x, dictionary, 10, tau, duplicate)
+        scan = adaptive_matching_pursuit(x, dictionary, 10, tau, duplicate, differentiable=True)
+        np.testing.assert_allclose(scan, loop, atol=1e-6)
+
+
+def test_adaptive_training_forward():
+    """Adaptive training codes equal the inference codes; with no stopping rule they equal the
+    fixed-k training codes; gradients reach the dictionary."""
+    x = jax.random.normal(jax.random.key(8), (32, 16))
+    kwargs = {"k": 3, "max_iterations": 3, "adaptive_training": True}
+    model = MatchingPursuitSAE(16, 40, rngs=nnx.Rngs(0), **kwargs)
+    fixed = MatchingPursuitSAE(16, 40, rngs=nnx.Rngs(0), k=3)
+    np.testing.assert_allclose(model.train_forward(x)[0], fixed.train_forward(x)[0], atol=1e-6)
+    model.residual_threshold, model.stop_on_duplicate_support = 3.0, True
+    z_train, _, _ = model.train_forward(x)
+    np.testing.assert_allclose(z_train, model.encode(x), atol=1e-6)
+    assert float(jnp.mean(jnp.sum(z_train != 0, -1))) < 3
+
+    grads = nnx.grad(lambda m: jnp.sum((m.train_forward(x)[1] - x) ** 2))(model)
+    grad = grads["W_dec"][...]
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
