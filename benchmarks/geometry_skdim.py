@@ -8,13 +8,16 @@ float64 (``jax.enable_x64``) so the estimates can be identical.
 Data: the 10-sphere of the benchmark suite (M1) isometrically rotated into R^d by a random
 orthonormal map. quick: n = 2500, d = 20, local N = 400, L = 64. full: n = 2.5k, 20k, 100k and
 d = 20, 128; local N = 20k, L = 128 (P24's L). skdim runs that need an N x N matrix (MADA) or
-hours (its loops at n = 100k) are skipped and marked so.
+hours (its loops at n = 100k) are skipped and marked so. DANCo and ESS (minutes per skdim run)
+are in the full form only; ``python -m benchmarks.geometry_skdim --sizes 2500 20000`` runs a
+chosen subset.
 
 Run: ``python -c "import pathlib, benchmarks.geometry_skdim as b; b.run(True, pathlib.Path('results'))"``
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import platform
 import time
@@ -25,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 import core.tables as tables
+from geometry import danco, ess, fisher_separability, local_id, manifolds
 from geometry import intrinsic_dim as gid
-from geometry import local_id, manifolds
 
 TORCHID_NOTE = (
     "torchid (PyTorch port of skdim) reports 100-2700x over skdim on an H100; no GPU figure here "
@@ -41,8 +44,9 @@ def embedded_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x @ q.T
 
 
-def _skdim_estimators(skdim):
-    return {
+def _skdim_estimators(skdim, slow: bool = False):
+    """Every estimator as (ours, skdim); ``slow`` adds DANCo and ESS (minutes per run in skdim)."""
+    estimators = {
         "TwoNN": (lambda x: gid.twonn(x), lambda x: skdim.id.TwoNN().fit(x).dimension_),
         "TwoNN-mle": (lambda x: gid.twonn(x, method="mle"), lambda x: skdim.id.TwoNN(method="mle").fit(x).dimension_),
         "MLE": (lambda x: gid.mle(x), lambda x: skdim.id.MLE().fit(x).dimension_),
@@ -53,14 +57,35 @@ def _skdim_estimators(skdim):
         "lPCA-FO": (lambda x: gid.lpca(x, "FO"), lambda x: skdim.id.lPCA().fit(x).dimension_),
         "MiND_MLk": (lambda x: gid.mind_ml(x), lambda x: skdim.id.MiND_ML().fit(x).dimension_),
         "GRIDE": (lambda x: gid.gride(x)[0], lambda x: skdim.id.GRIDE().fit(x).dimension_),
+        "FisherS": (
+            lambda x: fisher_separability.fisher_s_dimension(x),
+            lambda x: skdim.id.FisherS().fit(x).dimension_,
+        ),
     }
+    if slow:
+        estimators["DANCo"] = (lambda x: danco.danco(x).dimension,
+                               lambda x: skdim.id.DANCo(random_state=0).fit(x).dimension_)
+        estimators["ESS"] = (lambda x: ess.ess(x), lambda x: skdim.id.ESS().fit(x).dimension_)
+    return estimators
 
 
 def _skip_reference(name: str, n: int) -> str | None:
     if name == "MADA" and n > 20000:
         return "skdim needs the N x N distance matrix"
-    if name in ("TLE", "CorrInt", "MOM") and n > 20000:
+    if name in ("TLE", "CorrInt", "MOM", "DANCo") and n > 20000:
         return "skdim takes too long (Python loop / N^2 pairs)"
+    if name == "ESS" and n > 2500:
+        return "skdim takes too long (Python loop over points: 140 s at n = 2500)"
+    return None
+
+
+DANCO_NOTE = ("differs by design: skdim caps the calibration's MiND at k instead of 2d + 5; "
+              "danco(..., skdim_cap=True, random_state=0) reproduces it")
+
+
+def _skip_ours(name: str, n: int) -> str | None:
+    if name == "DANCo" and n > 20000:
+        return "calibration on n-point balls of every candidate dimension: hours on CPU"
     return None
 
 
@@ -74,13 +99,16 @@ def _rel(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-300)
 
 
-def _global_rows(skdim, sizes, dims):
+def _global_rows(skdim, sizes, dims, slow: bool):
     rows = []
-    estimators = _skdim_estimators(skdim)
+    estimators = _skdim_estimators(skdim, slow)
     jobs = [(name, n, d) for n in sizes for d in dims for name in estimators]
     for name, n, d in tqdm(jobs, desc="global estimators"):
         x = embedded_sphere(n, d)
         ours_fn, ref_fn = estimators[name]
+        if skip := _skip_ours(name, n):
+            rows.append({"estimator": name, "n": n, "d": d, "note": skip})
+            continue
         first, _ = _timed(ours_fn, x)
         ours_s, ours = _timed(ours_fn, x)
         row = {"estimator": name, "n": n, "d": d, "ours_first_s": first, "ours_s": ours_s, "ours": float(ours)}
@@ -90,6 +118,8 @@ def _global_rows(skdim, sizes, dims):
                 warnings.simplefilter("ignore")
                 ref_s, ref = _timed(ref_fn, x)
             row.update(skdim_s=ref_s, skdim=float(ref), speedup=ref_s / ours_s, rel_diff=_rel(ours, ref))
+            if name == "DANCo":
+                row["note"] = DANCO_NOTE
         else:
             row["note"] = skip
         rows.append(row)
@@ -137,17 +167,24 @@ def _local_rows(skdim, n: int, n_neighbors: int, d: int):
 
 
 def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
+    if quick:
+        return measure((2500,), (20,), 400, 64, False, "quick", results_dir)
+    return measure((2500, 20000, 100000), (20, 128), 20000, 128, True, "full", results_dir)
+
+
+def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
+            results_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Global estimators at every (n, d) of ``sizes`` x ``dims`` (``slow``: DANCo and ESS too)
+    and the local estimates at ``local_n`` points with ``local_l`` neighbours; writes both tables."""
     import skdim
 
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); {platform.processor() or platform.machine()}"
-    sizes, dims = ((2500,), (20,)) if quick else ((2500, 20000, 100000), (20, 128))
-    local_n, local_l = (400, 64) if quick else (20000, 128)
     with jax.enable_x64(True):
-        global_rows = _global_rows(skdim, sizes, dims)
+        global_rows = _global_rows(skdim, sizes, dims, slow)
         local_rows = _local_rows(skdim, local_n, local_l, 20)
-    scale = "quick" if quick else "full"
     notes = (
-        f"{scale} scale, float64, device: {device}; skdim 0.5.0 on the same machine in the same "
+        f"{scale} scale (n in {list(sizes)}, d in {list(dims)}), float64, device: {device}; skdim "
+        f"0.5.0 on the same machine in the same "
         f"process. speedup = skdim_s / ours_s (ours_s: second call; ours_first_s includes "
         f"compilation). Data: M1 10-sphere rotated into R^d. {TORCHID_NOTE}"
     )
@@ -185,3 +222,23 @@ def _plot_speedups(ax, rows):
     ax.set_xscale("log")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xlabel("speed-up over skdim (x)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Ours vs scikit-dimension at chosen sizes (the full form is n 2.5k/20k/100k, d 20/128)."""
+
+    sizes: tuple[int, ...] = (2500, 20000)
+    dims: tuple[int, ...] = (20, 128)
+    local_n: int = 20000
+    local_l: int = 128
+    slow: bool = True  # DANCo and ESS too
+    results_dir: pathlib.Path = pathlib.Path("results")
+
+
+if __name__ == "__main__":
+    import tyro
+
+    args = tyro.cli(Args)
+    measure(args.sizes, args.dims, args.local_n, args.local_l, args.slow,
+            "custom", args.results_dir)

@@ -189,13 +189,16 @@ def _query_blocks(n: int, block_size: int, n_shards: int = 1) -> np.ndarray:
 
 
 def knn_unchecked(x: jax.Array, k: int, *, block_size: int | None = None,
-                  margin: int = DEFAULT_MARGIN) -> tuple[jax.Array, jax.Array]:
+                  margin: int = DEFAULT_MARGIN,
+                  n_queries: int | None = None) -> tuple[jax.Array, jax.Array]:
     """:func:`knn` without validation or host work (duplicates kept): pure ``jnp``, so it can be
-    ``vmap``-ed over a stack of point sets. ``x`` must be finite with more than ``k`` rows."""
+    ``vmap``-ed over a stack of point sets. ``x`` must be finite with more than ``k`` rows.
+    ``n_queries``: neighbours of the first ``n_queries`` rows only (among all rows)."""
     n = x.shape[0]
-    rows = jnp.asarray(_query_blocks(n, block_size or _default_block_size(n)))
+    queries = n if n_queries is None else n_queries
+    rows = jnp.asarray(_query_blocks(queries, block_size or _default_block_size(n)))
     dist, idx = _knn_blocks(x, None, rows, k=k, n_candidates=min(k + margin, n))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
+    return dist.reshape(-1, k)[:queries], idx.reshape(-1, k)[:queries]
 
 
 def knn(

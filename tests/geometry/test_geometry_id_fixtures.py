@@ -2,9 +2,6 @@
 (``skdim/tests/reference/fixtures.json``: R intrinsicDimension / ider, DADApy, the original
 MATLAB TLE/MOM code) to rtol 1e-6 in float64, on skdim's own deterministic data sets."""
 
-import json
-import pathlib
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,15 +10,10 @@ import pytest
 skdim = pytest.importorskip("skdim")
 
 from geometry import intrinsic_dim as gid  # noqa: E402
+from geometry import skdim_reference  # noqa: E402
 from geometry.knn import knn  # noqa: E402
 
-REFERENCE = pathlib.Path(skdim.__file__).parent / "tests" / "reference"
-FX = json.loads((REFERENCE / "fixtures.json").read_text())
-sys.path.insert(0, str(REFERENCE))
-from data import dup_datasets, id_datasets  # noqa: E402
-
-ID = id_datasets()
-DUP = dup_datasets()
+FX, ID, DUP = skdim_reference.load()
 RTOL = 1e-6
 
 
