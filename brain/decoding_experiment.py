@@ -18,6 +18,7 @@ only), ``reset_tuning`` (P09: pretrained MindBridge, target embedder/builder re-
 tuned with the shared translator, sources in every batch), ``adapters_only`` (P02: new adapter,
 everything else frozen), ``new_linear_only`` (MindEye2-style: new linear map, everything else
 frozen). Frozen parameters get exactly zero updates and stay bitwise unchanged.
+:func:`train_subjects` and :func:`train_adapted` are the same without the evaluation.
 
     python -m brain.decoding_experiment tiny --model mindbridge --train.workdir runs/mb
 """
@@ -237,14 +238,19 @@ def load_subjects(config: DecodingConfig, sim: Simulation | None = None, n_train
     return [subject_data(sim, s, n_train.get(s, config.n_train)) for s in subjects]
 
 
-def run(config: DecodingConfig, datas: Sequence[SubjectData] | None = None, mesh=None):
-    """Train ``config.model`` on every subject of the run; returns ``(TrainResult, metrics)``."""
-    datas = load_subjects(config) if datas is None else datas
+def train_subjects(config: DecodingConfig, datas: Sequence[SubjectData], mesh=None) -> TrainResult:
+    """Train ``config.model`` on every subject of ``datas`` (no evaluation)."""
     subjects = tuple(d.subject for d in datas)
     voxels = tuple(config.simulator.voxels)
     out_dim = datas[0].train_target.shape[1]
-    result = train_model(config, make_model_fn(config, config.model, voxels, out_dim),
-                         make_loss_fn(config, config.model, subjects), datas, mesh=mesh)
+    return train_model(config, make_model_fn(config, config.model, voxels, out_dim),
+                       make_loss_fn(config, config.model, subjects), datas, mesh=mesh)
+
+
+def run(config: DecodingConfig, datas: Sequence[SubjectData] | None = None, mesh=None):
+    """Train ``config.model`` on every subject of the run; returns ``(TrainResult, metrics)``."""
+    datas = load_subjects(config) if datas is None else datas
+    result = train_subjects(config, datas, mesh=mesh)
     return result, evaluate(result.model, datas, config.n_way)
 
 
@@ -262,11 +268,23 @@ def adapt(
     target's voxel count (``config.simulator.voxels``); ``scratch`` needs none. Returns
     ``(TrainResult, metrics on the target's test set)``.
     """
+    result = train_adapted(config, method, target, sources, pretrained, mesh)
+    return result, evaluate(result.model, [target], config.n_way)
+
+
+def train_adapted(
+    config: DecodingConfig,
+    method: AdaptMethod,
+    target: SubjectData,
+    sources: Sequence[SubjectData] = (),
+    pretrained: nnx.Module | None = None,
+    mesh=None,
+) -> TrainResult:
+    """The training part of :func:`adapt` (no evaluation)."""
     voxels, out_dim, t = tuple(config.simulator.voxels), target.train_target.shape[1], target.subject
     if method == "scratch":
         model_fn = make_model_fn(config, "per_subject", voxels, out_dim)
-        result = train_model(config, model_fn, make_loss_fn(config, "per_subject", (t,)), [target], mesh=mesh)
-        return result, evaluate(result.model, [target], config.n_way)
+        return train_model(config, model_fn, make_loss_fn(config, "per_subject", (t,)), [target], mesh=mesh)
     kind, trainable = {
         "reset_tuning": ("mindbridge", mindbridge.reset_tuning_trainable(t)),
         "adapters_only": ("adapters", adapters.new_adapter_trainable(t)),
@@ -290,8 +308,7 @@ def adapt(
     columns = list(sources) + [target] if method == "reset_tuning" else [target]
     subjects = tuple(d.subject for d in columns)
     loss_fn = make_loss_fn(config, kind, subjects, cycle_target=t if method == "reset_tuning" else None)
-    result = train_model(config, model_fn, loss_fn, columns, make_optimizer(config, trainable), mesh=mesh)
-    return result, evaluate(result.model, [target], config.n_way)
+    return train_model(config, model_fn, loss_fn, columns, make_optimizer(config, trainable), mesh=mesh)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,9 +38,13 @@ Calibration (:meth:`SimulatorConfig.calibrated`, NSD's trial counts, voxel count
 ridge on the noise-free signals (the oracle) reaches 93 %. The notes ask for ~60-90 % and ~10-30 %
 (for the best models); ``benchmarks/brain_ridge.py`` measures it.
 
-Not yet exercised by tests here (they need the NNX models of a later session): the max- versus
-average-pooling effect with its dense-Gaussian control, and the adaptation regimes across
-``n_target``; the knobs for them (``dense_gaussian``, ``rho``, ``shared_train``) are in place.
+Pooling (``tests/brain/test_brain_simulator.py``): with the default response model about a third
+of the stimuli drive a voxel (median excess kurtosis of the noise-free signals ~12; ~0 in the
+dense-Gaussian control) and neighbouring voxels correlate ~0.85, so averaging a window still
+denoises well; a ridge read-out of voxels pooled 2:1 loses much less with max than with average
+pooling on these responses (-0.04 in 100-way retrieval) than in the control (-0.12), but max does
+not beat average outright. Adaptation regimes across ``n_target`` and ``rho``:
+``benchmarks/brain_adaptation.py``.
 """
 
 from __future__ import annotations
