@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -68,12 +69,13 @@ def ours_tokens_per_s(arch: str, d_in: int, d_sae: int, k: int, batch: int, step
 
 
 def reference_tokens_per_s(python: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
-                           threads: int, device: str = "cpu") -> dict[str, dict] | None:
-    """Run the reference script once for both architectures; ``None`` when the interpreter is
-    absent. Returns ``{arch: result}``."""
+                           threads: int, device: str = "cpu",
+                           archs: tuple[str, ...] = ("topk", "standard")) -> dict[str, dict] | None:
+    """Run the reference script once for ``archs``; ``None`` when the interpreter is absent.
+    Returns ``{arch: result}``."""
     if not Path(python).is_file():
         return None
-    cmd = [python, str(REFERENCE), "--archs", "topk", "standard", "--d-in", str(d_in),
+    cmd = [python, str(REFERENCE), "--archs", *archs, "--d-in", str(d_in),
            "--d-sae", str(d_sae), "--k", str(k), "--batch", str(batch), "--steps", str(steps),
            "--warmup", "2", "--threads", str(threads), "--device", device]
     if device != "cpu":
@@ -91,32 +93,41 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
     d_in, k, width = (768, 64, 32) if on_gpu and not quick else (384, 32, 4 if quick else 16)
     d_sae = width * d_in
     batch = 512 if quick else (8192 if on_gpu else 4096)
-    steps = (10, 3) if quick else (100, 20)  # (ours, reference): the reference is slower
+    steps = (10, 3) if quick else (40, 10)  # (ours, reference): the reference is slower
+    repeats = 1 if quick else 3  # interleaved (reference, ours) pairs: the host may be shared
     threads = os.cpu_count() or 1
     python = os.environ.get("SAELENS_PYTHON", DEFAULT_PYTHON)
     peak = tf32_peak(device.device_kind) if on_gpu else None
     rows, labels = [], set()
-    references = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads,
-                                        "cuda" if on_gpu else "cpu")
     for arch in tqdm(("topk", "standard"), desc="interp_sae_throughput"):
-        with jax.default_matmul_precision("tensorfloat32" if on_gpu else "default"):
-            ours = ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0])
-        ref = None if references is None else references[arch]
+        ours_runs, ref_runs = [], []
+        for _ in range(repeats):
+            refs = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads,
+                                          "cuda" if on_gpu else "cpu", (arch,))
+            if refs is not None:
+                ref_runs.append(refs[arch])
+            with jax.default_matmul_precision("tensorfloat32" if on_gpu else "default"):
+                ours_runs.append(ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0]))
+        ours = statistics.median(ours_runs)
         name = "TopK + AuxK" if arch == "topk" else "ReLU + L1"
         row = {"architecture": name, "ours tokens/s": ours}
         if peak:
             row["ours MFU"] = ours * flops_per_token(d_in, d_sae) / peak
-        if ref is None:
+        if not ref_runs:
             rows.append({**row, "reference": "skipped (no reference interpreter)"})
             continue
+        ref = ref_runs[0]
         label = (f"SAELens {ref['sae_lens']}" if ref["impl"] == "saelens"
                  else "plain PyTorch (SAELens not installed)")
         labels.add(f"{label}, torch {ref['torch']} on {ref.get('device', 'cpu')}, "
                    f"{ref['threads']} threads")
-        row.update({"reference": label, "reference tokens/s": ref["tokens_per_s"],
-                    "ratio": ours / ref["tokens_per_s"]})
+        ratios = [o / r["tokens_per_s"] for o, r in zip(ours_runs, ref_runs)]
+        ref_speed = statistics.median(r["tokens_per_s"] for r in ref_runs)
+        row.update({"reference": label, "reference tokens/s": ref_speed,
+                    "ratio": statistics.median(ratios),
+                    "ratio range": f"{min(ratios):.2f}-{max(ratios):.2f}"})
         if peak:
-            row["reference MFU"] = ref["tokens_per_s"] * flops_per_token(d_in, d_sae) / peak
+            row["reference MFU"] = ref_speed * flops_per_token(d_in, d_sae) / peak
         rows.append(row)
     mfu_note = (f"MFU = tokens/s x {flops_per_token(d_in, d_sae):.3g} FLOPs per token / "
                 f"{peak / 1e12:.1f} TFLOP/s (dense TF32 peak of a {device.device_kind}); both "
@@ -124,7 +135,8 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
     notes = (f"{'quick' if quick else 'full'} run on {device.platform} "
              f"({jax.devices()[0].device_kind}, {threads} CPU threads visible), d_in={d_in}, "
              f"d_sae={d_sae}, k={k} (TopK), batch {batch} tokens, {steps[0]} timed steps (ours) "
-             f"/ {steps[1]} (reference) after warm-up; random inputs. ratio = ours / reference "
+             f"/ {steps[1]} (reference) after warm-up; random inputs. ratio = median over "
+             f"{repeats} interleaved (reference, ours) pairs of ours / reference "
              f"(goal >= 2 on CPU). Ours also removes the decoder-parallel gradient and "
              f"renormalises decoder rows each step (SAELens does neither for these "
              f"architectures). Reference: {'; '.join(sorted(labels)) or 'none'}. "
@@ -136,7 +148,7 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
     table = Table(name="interp_sae_throughput" + suffix,
                   title="SAE training throughput: ours (JAX) vs SAELens (PyTorch)",
                   columns=["architecture", "reference", "ours tokens/s", "reference tokens/s",
-                           "ratio"] + (["ours MFU", "reference MFU"] if peak else []),
+                           "ratio", "ratio range"] + (["ours MFU", "reference MFU"] if peak else []),
                   rows=rows, notes=notes)
     return [write_table(table, results_dir)]
 
