@@ -153,6 +153,26 @@ def neighbours_within(points: jax.Array, k: int, margin: int = DEFAULT_MARGIN):
     )
 
 
+def two_nearest_within(points: jax.Array) -> jax.Array:
+    """Distances (L, 2) from every row of a small point set (L, D) to its two nearest other rows,
+    ascending. Pure ``jnp`` (vmap it over neighbourhoods): two ``argmin`` passes over the
+    expanded-form squared distances of the centred points (in their dtype), then both distances
+    recomputed exactly from the coordinates. Cheaper than :func:`neighbours_within` for TwoNN;
+    a third point within rounding of the second may be taken instead of it (its distance is then
+    equal to rounding)."""
+    n = points.shape[0]
+    centred = points - jnp.mean(points, axis=0)
+    sq = jnp.sum(centred * centred, axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.dot(centred, centred.T,
+                                                   precision=jax.lax.Precision.HIGHEST)
+    d2 = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, d2)
+    first = jnp.argmin(d2, axis=1)
+    second = jnp.argmin(d2.at[jnp.arange(n), first].set(jnp.inf), axis=1)
+    pair = jnp.stack([first, second], axis=1)
+    diff = points[:, None, :] - points[pair]
+    return jnp.sort(jnp.sqrt(jnp.sum(diff * diff, axis=-1)), axis=1)
+
+
 def _knn_blocks(x, groups, rows, *, k: int, n_candidates: int):
     """rows: (blocks, B) query indices -> distances, indices of shape (blocks, B, k)."""
     centred = x - jnp.mean(x, axis=0)

@@ -9,7 +9,8 @@ memory-bounded blocks (``lax.map`` over blocks of ``block_size`` points), no Pyt
 points. The neighbourhood of point i is its L nearest neighbours *without* the point itself,
 exactly as scikit-dimension's ``fit_pw`` / ``asPointwise`` (``get_nn`` then
 ``estimator.fit(X[knn[i]])``), which are the parity references; inside a neighbourhood,
-neighbours are again exact (:func:`geometry.knn.neighbours_within`).
+neighbours are again exact (:func:`geometry.knn.neighbours_within`; TwoNN takes the cheaper
+:func:`geometry.knn.two_nearest_within`).
 
 Deviations from skdim ``fit_pw``: an inner ``k`` (MLE) larger than ``L - 1`` raises instead of
 being lowered with a warning; a neighbourhood whose estimate cannot be formed gives nan, and
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from geometry.intrinsic_dim import check_choice, check_fraction, combine, mle_pointwise, twonn_from_ratios
-from geometry.knn import check_neighbours, check_points, knn, neighbours_within
+from geometry.knn import check_neighbours, check_points, knn, neighbours_within, two_nearest_within
 
 DEFAULT_NEIGHBOURHOOD = 128
 
@@ -41,7 +42,7 @@ def _over_neighbourhoods(fn, x, idx, block_size: int):
 
 def twonn_of_points(points: jax.Array, discard_fraction: float = 0.1, method: str = "linear"):
     """TwoNN of one small point set (L, D); pure, vmap-able."""
-    d, _ = neighbours_within(points, 2)
+    d = two_nearest_within(points)
     return twonn_from_ratios(d[:, 1] / d[:, 0], discard_fraction, method)
 
 

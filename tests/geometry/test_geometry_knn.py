@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh
 from sklearn.neighbors import NearestNeighbors
 
-from geometry.knn import knn, neighbours_within, top_candidates
+from geometry.knn import knn, neighbours_within, top_candidates, two_nearest_within
 
 
 def _reference(x, k):
@@ -36,6 +36,16 @@ def test_two_level_candidates_select_the_same_keys_as_top_k(count):
     assert got.shape == (5, count) and all(len(set(row)) == count for row in got)
     assert got.min() >= 0 and got.max() < 3001
     np.testing.assert_array_equal(np.sort(np.take_along_axis(keys, got, 1), 1), np.sort(expected, 1))
+
+
+def test_two_nearest_within_matches_sklearn_with_duplicates(x64):
+    x = np.random.default_rng(5).normal(size=(128, 20)) * 3.0 + 50.0  # far from the origin
+    x[7] = x[3]  # an exact copy: distance exactly 0, as sklearn
+    got = np.asarray(jax.vmap(two_nearest_within)(jnp.asarray(np.stack([x, x[::-1]]))))
+    ref, _ = _reference(x, 2)
+    np.testing.assert_allclose(got[0], ref, rtol=1e-12)
+    np.testing.assert_allclose(got[1], ref[::-1], rtol=1e-12)
+    assert got[0][3, 0] == 0.0 and got[0][7, 0] == 0.0
 
 
 def test_knn_two_level_path_matches_sklearn(x64):
