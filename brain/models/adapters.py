@@ -25,6 +25,7 @@ from brain.models.blocks import (
     LayerNorm,
     ResidualMLP,
     check_subject_input,
+    check_voxel_counts,
     dropout,
     split_key,
 )
@@ -44,8 +45,7 @@ class AdapterConfig:
     temperature: float = 0.07
 
     def __post_init__(self):
-        if len(self.voxels) < 1 or any(v < 1 for v in self.voxels):
-            raise ValueError(f"voxels={self.voxels}: expected one positive voxel count per subject")
+        check_voxel_counts(self.voxels)
 
 
 class SubjectAdapter(nnx.Module):

@@ -68,6 +68,12 @@ class BottleneckAdapter(nnx.Module):
         return x + self.up(jax.nn.relu(self.down(x)))
 
 
+def check_voxel_counts(voxels: tuple[int, ...]) -> None:
+    """A model config's ``voxels``: one positive voxel count per subject."""
+    if len(voxels) < 1 or any(v < 1 for v in voxels):
+        raise ValueError(f"voxels={voxels}: expected one positive voxel count per subject")
+
+
 def check_subject_input(voxel_counts: tuple[int, ...], voxels: jax.Array, subject) -> int:
     """The subject index as an int, after checking it is known and ``voxels`` is ``(batch,
     voxel_counts[subject])``; raises a clear ``ValueError`` otherwise."""

@@ -39,6 +39,7 @@ from brain.models.blocks import (
     LayerNorm,
     ResidualMLP,
     check_subject_input,
+    check_voxel_counts,
     dropout,
     reset_subject_modules,
     split_key,
@@ -62,8 +63,7 @@ class MindBridgeConfig:
     translator_dropout: float = 0.15
 
     def __post_init__(self):
-        if len(self.voxels) < 1 or any(v < 1 for v in self.voxels):
-            raise ValueError(f"voxels={self.voxels}: expected one positive voxel count per subject")
+        check_voxel_counts(self.voxels)
 
 
 class Embedder(nnx.Module):

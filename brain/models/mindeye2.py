@@ -27,7 +27,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain.losses import l2_normalize, mixco, mixco_nce, soft_clip_loss
-from brain.models.blocks import LayerNorm, ResidualMLP, check_subject_input, split_key
+from brain.models.blocks import (
+    LayerNorm,
+    ResidualMLP,
+    check_subject_input,
+    check_voxel_counts,
+    split_key,
+)
 from core.classifier import Dense
 
 FRONT_END = ("linears",)  # the per-subject modules, new for a new subject
@@ -42,8 +48,7 @@ class MindEye2Config:
     dropout: float = 0.15
 
     def __post_init__(self):
-        if len(self.voxels) < 1 or any(v < 1 for v in self.voxels):
-            raise ValueError(f"voxels={self.voxels}: expected one positive voxel count per subject")
+        check_voxel_counts(self.voxels)
 
 
 class StepCounter(nnx.Variable):

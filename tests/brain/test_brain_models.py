@@ -165,3 +165,12 @@ def test_adaptation_rejects_wrong_inputs():
         de.adapt(CFG, "finetune_all", datas[2], datas[:2], pretrained=build("mindbridge"))
     with pytest.raises(ValueError, match="target subject"):
         de.adapt(CFG, "reset_tuning", datas[2], datas, pretrained=build("mindbridge"))
+
+
+@pytest.mark.parametrize("voxels", [(), (100, 0)])
+def test_model_configs_reject_bad_voxel_counts(voxels):
+    from brain.models import adapters, mindeye2
+
+    for config in (mindbridge.MindBridgeConfig, mindeye2.MindEye2Config, adapters.AdapterConfig):
+        with pytest.raises(ValueError, match="one positive voxel count per subject"):
+            config(voxels=voxels, out_dim=8)
