@@ -37,6 +37,7 @@ only recoverable from shape, not motion). No learning-rate schedule (the officia
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
@@ -247,11 +248,20 @@ def real_images(config: NARExperimentConfig, split: Literal["train", "test"]):
     if d.source == "shapes":
         return data_lib.shape_images(length, size=d.image_size, seed=seed)
     if d.source == "videos":
-        clips = data_lib.moving_shape_videos(length, d.frames, d.image_size, seed=seed)
-        rows = [clips[i] for i in range(length)]
-        return core_data.ArraySource({"image": np.stack([r["video"] for r in rows]),
-                                      "label": np.stack([r["label"] for r in rows])})
+        clips, labels = _rendered_clips(length, d.frames, d.image_size, seed)
+        return core_data.ArraySource({"image": clips, "label": labels})
     raise ValueError(f"data.source={d.source!r}: real images exist only for {EMBEDDED}")
+
+
+@functools.cache
+def _rendered_clips(length: int, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Moving-shape clips rendered once per process (the tokenizer, the token source and the
+    classifier all read them)."""
+    source = data_lib.moving_shape_videos(length, frames, size, seed=seed)
+    rows = [source[i] for i in range(length)]
+    clips, labels = np.stack([r["video"] for r in rows]), np.stack([r["label"] for r in rows])
+    clips.flags.writeable = labels.flags.writeable = False
+    return clips, labels
 
 
 def _tokenizer_images(config: NARExperimentConfig):
