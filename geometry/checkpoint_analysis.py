@@ -74,15 +74,13 @@ def analyse_run(
     def per_state(state):
         reps = representation_fn(nnx.merge(graphdef, state["params"], state["rest"]))
         metrics = spectral_metrics(reps, fit_ranks)
-        nan = jnp.full((), jnp.nan, reps.dtype)
-        metrics["local_id_mean"] = metrics["local_id_std"] = nan
+        local = jnp.full((reps.shape[0],), jnp.nan, reps.dtype)
         if local_id:
             finite = jnp.isfinite(reps).all()
             clean = jnp.where(finite, reps, 0.0)
             _, idx = knn_unchecked(clean, min(n_neighbors, reps.shape[0] - 1))
             local = jnp.where(finite, local_twonn_from_neighbours(clean, idx), jnp.nan)
-            metrics["local_id_mean"], metrics["local_id_std"] = jnp.nanmean(local), jnp.nanstd(local)
-        return metrics
+        return {**metrics, "local_id_mean": jnp.nanmean(local), "local_id_std": jnp.nanstd(local)}
 
     batched = jax.jit(jax.vmap(per_state))
     results: dict[str, list] = {name: [] for name in ("step", *METRICS)}
