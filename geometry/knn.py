@@ -102,8 +102,8 @@ def top_candidates(keys: jax.Array, count: int) -> jax.Array:
     Two-level for small ``count``: every row is cut into chunks of about ``sqrt(N / count)``
     keys; the ``count`` chunks with the largest maxima hold the ``count`` largest keys (a key
     outside them is beaten by each of their maxima), so ``top_k`` runs over the chunk maxima and
-    then over ``count`` chunks (plus the remainder keys) instead of over all N keys. Ties may resolve differently from one
-    ``top_k``: the selected keys are the same values.
+    then over ``count`` chunks (plus the remainder keys) instead of over all N keys. Ties may
+    resolve differently from one ``top_k``: the selected keys are the same values.
     """
     b, n = keys.shape
     chunk = max(8, 2 ** round(math.log2(math.sqrt(n / count))))
