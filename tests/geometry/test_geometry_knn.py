@@ -24,6 +24,20 @@ def test_knn_matches_sklearn_in_float64(x64, block_size):
     np.testing.assert_array_equal(idx, ref_i)
 
 
+def test_knn_float32_keys_fall_back_to_float64_where_they_cannot_be_trusted(x64):
+    # clusters of spread 1e-3 at distances ~1e4: float32 keys cannot order points in a cluster
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(40, 8)) * 1e4)[rng.integers(0, 40, 400)] + rng.normal(size=(400, 8)) * 1e-3
+    c32 = (x - x.mean(0)).astype(np.float32)
+    d2_32 = (c32 * c32).sum(1)[:, None] + (c32 * c32).sum(1)[None] - 2 * c32 @ c32.T
+    np.fill_diagonal(d2_32, np.inf)
+    ref_d, ref_i = _reference(x, 3)
+    assert (np.argsort(d2_32, 1, kind="stable")[:, :3] != ref_i).any()  # float32 alone is wrong
+    dist, idx = knn(x, 3)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-12)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
 @pytest.mark.parametrize("count", [1, 10, 32])
 def test_two_level_candidates_select_the_same_keys_as_top_k(count):
     rng = np.random.default_rng(count)
