@@ -53,8 +53,9 @@ def mle_of_points(points: jax.Array, k: int = 20, comb: str = "mle", unbiased: b
 
 
 @functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "block_size"))
-def local_twonn_from_neighbours(x, idx, discard_fraction: float = 0.1, method: str = "linear", block_size: int = 256):
-    """Local TwoNN for every row of ``idx`` (N, L) (neighbour indices into ``x``); jitted."""
+def local_twonn_from_neighbours(x, idx, discard_fraction: float = 0.1, method: str = "linear", block_size: int = 16):
+    """Local TwoNN for every row of ``idx`` (N, L) (neighbour indices into ``x``); jitted. Small
+    blocks keep the (block, L, L) distances in cache: ~2x faster on CPU than 256 at L = 128."""
     fn = functools.partial(twonn_of_points, discard_fraction=discard_fraction, method=method)
     return _over_neighbourhoods(fn, x, idx, block_size)
 
@@ -73,7 +74,7 @@ def local_twonn(
     discard_fraction: float = 0.1,
     method: str = "linear",
     exclude_duplicates: bool = False,
-    block_size: int = 256,
+    block_size: int = 16,
 ) -> jax.Array:
     """Local TwoNN dimension of every point of ``x`` (N, D) on its ``n_neighbors`` neighbours
     (skdim ``TwoNN().fit_pw(x, n_neighbors=...)``). Returns (N,)."""
