@@ -9,8 +9,8 @@ Data: the 10-sphere of the benchmark suite (M1) isometrically rotated into R^d b
 orthonormal map. quick: n = 2500, d = 20, local N = 400, L = 64. full: n = 2.5k, 20k, 100k and
 d = 20, 128; local N = 20k, L = 128 (P24's L). skdim runs that need an N x N matrix (MADA) or
 hours (its loops at n = 100k) are skipped and marked so. DANCo and ESS (minutes per skdim run)
-are in the full form only; ``python -m benchmarks.geometry_skdim --sizes 2500 20000`` runs a
-chosen subset.
+are in the full form only; ``python -m benchmarks.geometry_skdim --sizes 100000 --estimators
+TwoNN MLE --local-n 0 --tag n100k`` runs a chosen subset into tables of its own.
 
 Run: ``python -c "import pathlib, benchmarks.geometry_skdim as b; b.run(True, pathlib.Path('results'))"``
 """
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-import core.tables as tables
+from core import tables
 from geometry import danco, ess, fisher_separability, local_id, manifolds
 from geometry import intrinsic_dim as gid
 
@@ -99,9 +99,12 @@ def _rel(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-300)
 
 
-def _global_rows(skdim, sizes, dims, slow: bool):
+def _global_rows(skdim, sizes, dims, slow: bool, only: tuple[str, ...] = ()):
     rows = []
     estimators = _skdim_estimators(skdim, slow)
+    if unknown := set(only) - set(estimators):
+        raise ValueError(f"estimators={sorted(unknown)}: expected names from {sorted(estimators)}")
+    estimators = {name: fns for name, fns in estimators.items() if not only or name in only}
     jobs = [(name, n, d) for n in sizes for d in dims for name in estimators]
     for name, n, d in tqdm(jobs, desc="global estimators"):
         x = embedded_sphere(n, d)
@@ -173,25 +176,30 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
-            results_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Global estimators at every (n, d) of ``sizes`` x ``dims`` (``slow``: DANCo and ESS too)
-    and the local estimates at ``local_n`` points with ``local_l`` neighbours; writes both tables."""
+            results_dir: pathlib.Path, estimators: tuple[str, ...] = (),
+            tag: str = "") -> list[pathlib.Path]:
+    """Global estimators (all, or those named in ``estimators``) at every (n, d) of ``sizes`` x
+    ``dims`` (``slow``: DANCo and ESS too) and the local estimates at ``local_n`` points with
+    ``local_l`` neighbours at every d (none when ``local_n`` is 0); writes the tables, named
+    ``geometry_skdim_{global,local}`` + ``_tag`` when ``tag`` is given."""
     import skdim
 
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); {platform.processor() or platform.machine()}"
     with jax.enable_x64(True):
-        global_rows = _global_rows(skdim, sizes, dims, slow)
-        local_rows = _local_rows(skdim, local_n, local_l, 20)
+        global_rows = _global_rows(skdim, sizes, dims, slow, estimators)
+        local_rows = [row for d in dims for row in _local_rows(skdim, local_n, local_l, d)
+                      ] if local_n else []
     notes = (
         f"{scale} scale (n in {list(sizes)}, d in {list(dims)}), float64, device: {device}; skdim "
         f"0.5.0 on the same machine in the same "
         f"process. speedup = skdim_s / ours_s (ours_s: second call; ours_first_s includes "
         f"compilation). Data: M1 10-sphere rotated into R^d. {TORCHID_NOTE}"
     )
+    suffix = f"_{tag}" if tag else ""
     paths = [
         tables.write_table(
             tables.Table(
-                name="geometry_skdim_global",
+                name="geometry_skdim_global" + suffix,
                 title="Global ID estimators: ours (JAX) vs scikit-dimension",
                 columns=["estimator", "n", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim", "ours", "rel_diff", "note"],
                 rows=global_rows,
@@ -200,17 +208,18 @@ def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
             results_dir,
             plot=lambda ax: _plot_speedups(ax, global_rows),
         ),
-        tables.write_table(
+    ]
+    if local_rows:
+        paths.append(tables.write_table(
             tables.Table(
-                name="geometry_skdim_local",
+                name="geometry_skdim_local" + suffix,
                 title="Local (pointwise) ID: ours (vmap) vs scikit-dimension's loop over points",
                 columns=["estimator", "n", "L", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim_mean", "ours_mean", "max_rel_diff"],
                 rows=local_rows,
                 notes=notes,
             ),
             results_dir,
-        ),
-    ]
+        ))
     return paths
 
 
@@ -233,6 +242,8 @@ class Args:
     local_n: int = 20000
     local_l: int = 128
     slow: bool = True  # DANCo and ESS too
+    estimators: tuple[str, ...] = ()  # all when empty
+    tag: str = ""  # table names get "_tag"
     results_dir: pathlib.Path = pathlib.Path("results")
 
 
@@ -241,4 +252,4 @@ if __name__ == "__main__":
 
     args = tyro.cli(Args)
     measure(args.sizes, args.dims, args.local_n, args.local_l, args.slow,
-            "custom", args.results_dir)
+            "custom", args.results_dir, args.estimators, args.tag)
