@@ -233,9 +233,9 @@ def _gram_floors(sizes, dims) -> str:
         for d in dims:
             x = jax.numpy.asarray(embedded_sphere(n, d), jax.numpy.float32)
             rows = min(n, 4096)  # larger n: rows x n blocks, scaled (100k^2 floats do not fit)
-            gram = jax.jit(lambda x: x[:rows] @ x.T)
-            jax.block_until_ready(gram(x))
-            seconds, _ = _timed(gram, x)
+            gram = jax.jit(lambda q, x: q @ x.T)
+            jax.block_until_ready(gram(x[:rows], x))
+            seconds, _ = _timed(gram, x[:rows], x)
             floors.append(f"n {n} d {d}: {seconds * n / rows:.3g} s")
     return ", ".join(floors)
 
