@@ -3,7 +3,10 @@
 Same d_in (384, MiniLM's width), width, k and batch for TopK (+AuxK) and ReLU + L1; inputs are
 random (throughput does not depend on the data). Ours: :func:`interp.sae.training.make_train_step`
 (one jitted, donated step: loss, grads, decoder-parallel-gradient removal, clip 1.0, Adam,
-decoder renormalisation) on one device. Reference: ``benchmarks/reference/saelens_throughput.py``
+decoder renormalisation) on one device. TopK runs its default training path (the sparse decode
+and gradients of :mod:`interp.sae.sparse_topk` on CPU at these widths); when that is the sparse
+path, the dense path is timed too, in the same interleaved rounds, for comparison.
+Reference: ``benchmarks/reference/saelens_throughput.py``
 run as a subprocess by the interpreter in ``$SAELENS_PYTHON`` (default ``/work/venv-ref/bin/
 python``; torch CPU + sae-lens), which steps SAELens's own training SAE as its trainer does. If
 sae-lens is not importable there, the same computation in plain PyTorch is timed and labelled so;
@@ -52,9 +55,10 @@ def flops_per_token(d_in: int, d_sae: int) -> int:
 
 
 def ours_tokens_per_s(arch: str, d_in: int, d_sae: int, k: int, batch: int, steps: int,
-                      warmup: int = 3) -> float:
+                      warmup: int = 3, sparse_training: bool | None = None) -> float:
     rngs = nnx.Rngs(0)
-    model = (TopKSAE(d_in, d_sae, rngs=rngs, k=k, dead_steps=1000) if arch == "topk"
+    model = (TopKSAE(d_in, d_sae, rngs=rngs, k=k, dead_steps=1000,
+                     sparse_training=sparse_training) if arch == "topk"
              else ReLUSAE(d_in, d_sae, rngs=rngs, l1_coefficient=1.0))
     state, _, step = make_train_step(model, sae_optimizer(1e-3))
     data = jax.random.normal(jax.random.key(0), (BATCHES_IN_MEMORY, batch, d_in))
@@ -87,6 +91,29 @@ def reference_tokens_per_s(python: str, d_in: int, d_sae: int, k: int, batch: in
     return {r["arch"]: r for r in results}
 
 
+def _row(name: str, ours_runs: list[float], ref_runs: list[dict], labels: set[str],
+         peak: float | None, d_in: int, d_sae: int) -> dict:
+    ours = statistics.median(ours_runs)
+    row = {"architecture": name, "ours tokens/s": ours}
+    if peak:
+        row["ours MFU"] = ours * flops_per_token(d_in, d_sae) / peak
+    if not ref_runs:
+        return {**row, "reference": "skipped (no reference interpreter)"}
+    ref = ref_runs[0]
+    label = (f"SAELens {ref['sae_lens']}" if ref["impl"] == "saelens"
+             else "plain PyTorch (SAELens not installed)")
+    labels.add(f"{label}, torch {ref['torch']} on {ref.get('device', 'cpu')}, "
+               f"{ref['threads']} threads")
+    ratios = [o / r["tokens_per_s"] for o, r in zip(ours_runs, ref_runs)]
+    ref_speed = statistics.median(r["tokens_per_s"] for r in ref_runs)
+    row.update({"reference": label, "reference tokens/s": ref_speed,
+                "ratio": statistics.median(ratios),
+                "ratio range": f"{min(ratios):.2f}-{max(ratios):.2f}"})
+    if peak:
+        row["reference MFU"] = ref_speed * flops_per_token(d_in, d_sae) / peak
+    return row
+
+
 def run(quick: bool, results_dir: Path) -> list[Path]:
     device = jax.devices()[0]
     on_gpu = device.platform == "gpu"
@@ -98,47 +125,39 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
     threads = os.cpu_count() or 1
     python = os.environ.get("SAELENS_PYTHON", DEFAULT_PYTHON)
     peak = tf32_peak(device.device_kind) if on_gpu else None
+    sparse_default = TopKSAE(d_in, d_sae, rngs=nnx.Rngs(0), k=k).uses_sparse_training()
+    # (architecture, sparse_training) variants of ours, timed against one reference run per round
+    variants = {"topk": [("TopK + AuxK", None)]
+                + ([("TopK + AuxK, dense path", False)] if sparse_default else []),
+                "standard": [("ReLU + L1", None)]}
     rows, labels = [], set()
     for arch in tqdm(("topk", "standard"), desc="interp_sae_throughput"):
-        ours_runs, ref_runs = [], []
+        ours_runs, ref_runs = {name: [] for name, _ in variants[arch]}, []
         for _ in range(repeats):
             refs = reference_tokens_per_s(python, d_in, d_sae, k, batch, steps[1], threads,
                                           "cuda" if on_gpu else "cpu", (arch,))
             if refs is not None:
                 ref_runs.append(refs[arch])
             with jax.default_matmul_precision("tensorfloat32" if on_gpu else "default"):
-                ours_runs.append(ours_tokens_per_s(arch, d_in, d_sae, k, batch, steps[0]))
-        ours = statistics.median(ours_runs)
-        name = "TopK + AuxK" if arch == "topk" else "ReLU + L1"
-        row = {"architecture": name, "ours tokens/s": ours}
-        if peak:
-            row["ours MFU"] = ours * flops_per_token(d_in, d_sae) / peak
-        if not ref_runs:
-            rows.append({**row, "reference": "skipped (no reference interpreter)"})
-            continue
-        ref = ref_runs[0]
-        label = (f"SAELens {ref['sae_lens']}" if ref["impl"] == "saelens"
-                 else "plain PyTorch (SAELens not installed)")
-        labels.add(f"{label}, torch {ref['torch']} on {ref.get('device', 'cpu')}, "
-                   f"{ref['threads']} threads")
-        ratios = [o / r["tokens_per_s"] for o, r in zip(ours_runs, ref_runs)]
-        ref_speed = statistics.median(r["tokens_per_s"] for r in ref_runs)
-        row.update({"reference": label, "reference tokens/s": ref_speed,
-                    "ratio": statistics.median(ratios),
-                    "ratio range": f"{min(ratios):.2f}-{max(ratios):.2f}"})
-        if peak:
-            row["reference MFU"] = ref_speed * flops_per_token(d_in, d_sae) / peak
-        rows.append(row)
+                for name, sparse in variants[arch]:
+                    ours_runs[name].append(ours_tokens_per_s(arch, d_in, d_sae, k, batch,
+                                                             steps[0], sparse_training=sparse))
+        for name, runs in ours_runs.items():
+            rows.append(_row(name, runs, ref_runs, labels, peak, d_in, d_sae))
+    path_note = ("sparse: decoder forward and all backward products from the k active "
+                 "latents, only the encoder forward is a dense matmul" if sparse_default
+                 else "dense: the codes are scattered into a dense matrix, as in SAELens")
     mfu_note = (f"MFU = tokens/s x {flops_per_token(d_in, d_sae):.3g} FLOPs per token / "
                 f"{peak / 1e12:.1f} TFLOP/s (dense TF32 peak of a {device.device_kind}); both "
                 f"sides use TF32 matmuls. " if peak else "")
     notes = (f"{'quick' if quick else 'full'} run on {device.platform} "
              f"({jax.devices()[0].device_kind}, {threads} CPU threads visible), d_in={d_in}, "
              f"d_sae={d_sae}, k={k} (TopK), batch {batch} tokens, {steps[0]} timed steps (ours) "
-             f"/ {steps[1]} (reference) after warm-up; random inputs. ratio = median over "
-             f"{repeats} interleaved (reference, ours) pairs of ours / reference "
-             f"(goal >= 2 on CPU). Ours also removes the decoder-parallel gradient and "
-             f"renormalises decoder rows each step (SAELens does neither for these "
+             f"/ {steps[1]} (reference) after warm-up; random inputs. TopK + AuxK uses "
+             f"our default training path ({path_note}); ratio = median over {repeats} "
+             f"interleaved rounds (reference, then ours) of ours / reference (goal >= 2 on "
+             f"CPU). Ours also removes the decoder-parallel gradient and renormalises decoder "
+             f"rows each step (SAELens does neither for these "
              f"architectures). Reference: {'; '.join(sorted(labels)) or 'none'}. "
              + ("" if labels else f"The reference interpreter {python} is absent here, so only "
                                   "our throughput is reported. ")

@@ -68,11 +68,17 @@ class SparseAutoencoder(nnx.Module):
         return self.decode(self.encode(x))
 
     def train_forward(self, x: jax.Array) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-        """Training-time ``(codes, reconstruction, extra loss terms)``; default = inference path."""
+        """Training-time ``(codes, reconstruction, extra loss terms)``; default = inference path.
+        The codes may be in any form that :meth:`code_activity` reads (dense by default)."""
         z = self.encode(x)
         return z, self.decode(z), {}
 
     # --- training ------------------------------------------------------------------------------
+    def code_activity(self, z: Any) -> tuple[jax.Array, jax.Array]:
+        """``(fired [d_sae], mean L0)`` of the training codes ``z`` from ``train_forward``."""
+        active = z != 0
+        return jnp.any(active, axis=0), jnp.mean(jnp.sum(active, axis=-1))
+
     def dead_mask(self) -> jax.Array:
         """Latents that have not fired for ``dead_steps`` training steps."""
         return self.steps_since_fired[...] >= self.dead_steps
@@ -84,14 +90,14 @@ class SparseAutoencoder(nnx.Module):
         z, x_hat, extra = self.train_forward(x)
         mse = jnp.mean(jnp.sum((x_hat - x) ** 2, axis=-1))
         loss = mse + sum(extra.values(), jnp.zeros(()))
-        fired = jnp.any(z != 0, axis=0)
+        fired, l0 = self.code_activity(z)
         self.steps_since_fired[...] = jnp.where(fired, 0, self.steps_since_fired[...] + 1)
         self.step[...] = self.step[...] + 1
         total = jnp.sum((x - x.mean(0)) ** 2)
         metrics = {
             "loss": loss,
             "mse": mse,
-            "l0": jnp.mean(jnp.sum(z != 0, axis=-1)),
+            "l0": l0,
             "fvu": jnp.sum((x - x_hat) ** 2) / jnp.maximum(total, 1e-12),
             "dead_fraction": jnp.mean(self.dead_mask()),
             **{k: jax.lax.stop_gradient(v) for k, v in extra.items()},

@@ -3,7 +3,8 @@
 Training keeps the ``k * B`` largest ReLU'd pre-activations over the whole batch (``k`` may be
 fractional: the average per token) and tracks a threshold, an EMA (rate ``threshold_lr``, 0.01)
 of the smallest positive kept activation. Inference is a JumpReLU with that threshold, and the
-model is saved as a SAELens ``jumprelu`` SAE with ``threshold = theta * ones(d_sae)``.
+model is saved as a SAELens ``jumprelu`` SAE with ``threshold = theta * ones(d_sae)``. Training
+always takes TopK's dense path (the sparse one needs exactly ``k`` codes per token).
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ class BatchTopKSAE(TopKSAE):
                  threshold_lr: float = 0.01, **kwargs: Any):
         if not 0 < k <= d_sae:
             raise ValueError(f"k={k!r}: expected 0 < k <= d_sae={d_sae}")
+        if kwargs.get("sparse_training"):
+            raise ValueError("sparse_training=True: BatchTopK's codes are not k per token; it "
+                             "trains on the dense path")
         super().__init__(d_in, d_sae, rngs=rngs, k=max(1, int(k)), **kwargs)
         self.k = float(k)
         self.threshold_lr = threshold_lr
         self.threshold = SAEStat(jnp.zeros((), jnp.float32))
+
+    def uses_sparse_training(self) -> bool:
+        return False
 
     def encode(self, x: jax.Array) -> jax.Array:
         pre = self.pre_activation(x)

@@ -134,8 +134,10 @@ def test_bad_batch_raises():
         TopKSAE(16, 32, rngs=nnx.Rngs(0), k=40)
 
 
-@pytest.mark.parametrize("cls,kwargs", [(TopKSAE, {"k": 3}), (MatchingPursuitSAE, {"k": 3})],
-                         ids=["TopKSAE", "MatchingPursuitSAE"])
+@pytest.mark.parametrize("cls,kwargs", [(TopKSAE, {"k": 3}),
+                                        (TopKSAE, {"k": 3, "sparse_training": True}),
+                                        (MatchingPursuitSAE, {"k": 3})],
+                         ids=["TopKSAE", "TopKSAE-sparse", "MatchingPursuitSAE"])
 def test_sharded_train_step_equals_one_device(cls, kwargs):
     mesh = core.mesh.make_mesh(core.mesh.MeshConfig(data=2, fsdp=1, tensor=4))
     tx = sae_optimizer(1e-2)
