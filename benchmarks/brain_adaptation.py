@@ -10,24 +10,46 @@ shared decoder frozen), ``new_linear_only`` (MindEye2-style: a new linear map in
 shared latent); beside them ``scratch_ridge``, closed-form ridge on the target trials only with
 alpha chosen by 5-fold CV on those trials (the classic per-subject baseline, no training loop).
 
-The negative control repeats everything on a simulator whose subjects share nothing (``rho = 1``:
-every voxel driven by a private latent). What pretraining can still carry over there is
-knowledge of the *target space* (the distribution of the CLIP stand-in embeddings, the same for
-every subject), not of the brain; so the part of the gap due to shared brain structure is the
-gap at small ``rho`` minus the gap at ``rho = 1`` (the ``shared-structure gain`` column).
+What the sources share with the target (the ``sources`` column):
 
-Metrics on the target's test set (300 stimuli, repeat-averaged): 100-way retrieval top-1
-(brain->image, 30 draws of 100 out of 300, the same draws for every method) and 2-way
-identification; the gap to scratch is taken on 2-way, the finer-grained of the two at these
-sizes. Spreads: with one seed, 95 % intervals over test items (2-way; paired per item for the
-gap) and over retrieval draws -- test-set sampling only; with several seeds (full form), mean +-
-standard deviation over seeds, each seed a freshly drawn simulated world, pretraining and
-adaptation.
+- ``rho=r`` (the sweep): one simulated world; every voxel's drive mixes the shared brain code and a
+  private one with weight ``rho`` (:mod:`brain.simulator`). The gap to scratch should grow as
+  ``rho`` falls.
+- ``rho=1`` (informative, not the control): no shared brain code, but the sources still live in
+  the target's *stimulus world* -- the same cluster structure of stimuli and the same embedding
+  map ``A`` of the CLIP stand-in, which a pretrained decoder could carry over (where targets lie)
+  to a 75-trial target. ``gap(rho) - gap(rho=1)`` (the ``shared-structure gain`` column) is the
+  part due to the shared brain code alone. Measured (full form, one seed): the ``rho=1`` gaps
+  equal the ``independent`` ones within their intervals, so what survives at ``rho=1`` is not
+  knowledge of the stimulus world but the effect of pretraining as such.
+- ``independent`` (the negative control): ``rho = 1`` *and* the sources in an independently
+  seeded stimulus world (``SimulatorConfig.world_seed``: other stimuli, clusters, embedding map,
+  shared-code draws), with the sources' own draws (sheets, tuning, private codes, noise) and the
+  target identical to the ``rho=1`` condition; so the source data are statistically independent
+  of the target's, and ``scratch`` / ``scratch_ridge`` are the ``rho=1`` runs (same target, same
+  seed). Why this and not a shuffled stimulus->response pairing of the sources: the control must
+  remove what the sources share with the target while keeping pretraining itself unchanged (same
+  volume of data, a learnable decoding problem of the same kind, same models and schedules).
+  Independent-world sources are working subjects with nothing in common with the target; shuffled
+  sources are no subjects at all (pretraining learns nothing but the target marginal, which still
+  comes from the target's world), which conflates "shares nothing" with "pretraining learned
+  nothing" and still shares the stimulus world. Any gap left here is the effect of pretraining as
+  such (a warm start, frozen features), not of shared structure; "gap vanishes when subjects share
+  nothing" is the claim that it covers 0.
+
+Metrics on the target's test set (repeat-averaged): n-way retrieval top-1 (brain->image, 30
+draws, the same draws for every method) and 2-way identification; the gap to scratch is taken on
+2-way, the finer-grained of the two at these sizes. Spreads: with one seed, 95 % intervals over
+test items (2-way; paired per item for the gap) and over retrieval draws -- test-set sampling
+only; with several seeds, mean +- standard deviation over seeds, each seed a freshly drawn
+simulated world, pretraining and adaptation.
 
 The notes' anchor: MindEye2 with one session (750 trials) of a new subject reaches 79.0 % / 57.4 %
 300-way retrieval on NSD (recalled, R); MindBridge's reset-tuning uses 4000 target trials.
 
-Run: ``python -m benchmarks --only brain_adaptation`` (quick) or ``--full``.
+Run: ``python -m benchmarks --only brain_adaptation`` (quick) or, on CPU,
+``python -m benchmarks --full --only brain_adaptation --host-devices 1`` (fake devices multiply
+the step time of these small models on two cores).
 """
 
 from __future__ import annotations
@@ -47,34 +69,55 @@ from brain.simulator import Simulation, SimulatorConfig
 from core import tables
 from core.train import TrainConfig
 
-COLUMNS = ("rho", "n_target", "method", "source", "img-ret (brain->image)", "img-ret 95% / sd", "2-way",
-           "2-way 95% / sd", "gap vs scratch (2-way)", "gap 95% / sd", "shared-structure gain (2-way)", "seeds")
+COLUMNS = ("sources", "rho", "source world", "n_target", "method", "source", "img-ret (brain->image)",
+           "img-ret 95% / sd", "2-way", "2-way 95% / sd", "gap vs scratch (2-way)", "gap 95% / sd",
+           "shared-structure gain (2-way)", "seeds")
 PRETRAINED_KIND = {"reset_tuning": "mindbridge", "adapters_only": "adapters", "new_linear_only": "mindeye2"}
+TARGET_ONLY = ("scratch_ridge", "scratch")
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+INDEPENDENT_WORLD = 1_000_000  # the control's source world: world_seed = INDEPENDENT_WORLD + seed
 Z_95 = 1.96
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """What the sources share with the target: private weight ``rho`` in the target's world, or
+    (``independent``) ``rho = 1`` with the sources in an independently seeded world."""
+
+    rho: float
+    independent: bool = False
+
+    @property
+    def name(self) -> str:
+        return "independent" if self.independent else f"rho={self.rho:g}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     config: de.DecodingConfig
     pretrain_steps: int
-    rhos: tuple[float, ...]
+    conditions: tuple[Condition, ...]
     n_targets: tuple[int, ...]
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
 
 
 def plan(quick: bool) -> Plan:
+    train = TrainConfig(steps=100, batch_size=32, log_every=1000, progress=False, tensorboard=False)
     if quick:
-        sim = SimulatorConfig.tiny(n_test_stimuli=300)
-        cfg = de.DecodingConfig(simulator=sim, n_way=100, mixco_fraction=0.0,
-                                train=TrainConfig(steps=100, batch_size=32, log_every=1000, progress=False,
-                                                  tensorboard=False))
-        return Plan(cfg, 300, (0.2, 1.0), (75,), ("scratch_ridge", "scratch", "reset_tuning", "adapters_only"), (0,))
-    base = de.PRESETS["paper"][1]
-    cfg = dataclasses.replace(base, hidden=1024, train=dataclasses.replace(base.train, steps=3000, checkpoint_every=0))
+        cfg = de.DecodingConfig(simulator=SimulatorConfig.tiny(n_test_stimuli=300), n_way=100, mixco_fraction=0.0,
+                                train=train)
+        conditions = (Condition(0.2), Condition(1.0), Condition(1.0, independent=True))
+        return Plan(cfg, 300, conditions, (75,), ("scratch_ridge", "scratch", "adapters_only"), (0,))
+    # NSD-like voxel counts (calibrated / 10) and 1000 shared test stimuli; 1500 training stimuli x 3 repeats
+    # per subject leave room for n_target = 4000; small networks so one seed of every condition fits ~25 min
+    # on two CPU cores (MindBridge's hidden 2048 / 20000 steps is hours per run there).
+    sim = SimulatorConfig.calibrated(n_train_stimuli=1500)
+    cfg = de.DecodingConfig(simulator=sim, hidden=256, n_blocks=2, pooled=512, n_way=300, mixco_fraction=0.0,
+                            train=dataclasses.replace(train, steps=500))
+    conditions = (Condition(0.0), Condition(0.2), Condition(0.5), Condition(1.0), Condition(1.0, independent=True))
     methods = ("scratch_ridge", "scratch", "reset_tuning", "adapters_only", "new_linear_only")
-    return Plan(cfg, 6000, (0.2, 1.0), (75, 750, 4000), methods, (0, 1, 2))
+    return Plan(cfg, 2000, conditions, (75, 750, 4000), methods, (0,))
 
 
 def _scores(pred: np.ndarray, target: de.SubjectData, n_way: int) -> dict[str, np.ndarray]:
@@ -89,13 +132,17 @@ def _ridge_prediction(target: de.SubjectData) -> np.ndarray:
     return np.asarray(fit.model.predict(target.test_voxels))
 
 
-def _seed_scores(p: Plan, rho: float, seed: int) -> dict[tuple[int, str], dict[str, np.ndarray]]:
-    """``{(n_target, method): per-draw / per-item scores}`` for one simulated world."""
-    sim_config = dataclasses.replace(p.config.simulator, rho=rho, seed=seed)
-    cfg = dataclasses.replace(p.config, simulator=sim_config, train=dataclasses.replace(p.config.train, seed=seed))
-    sim = Simulation(sim_config)
-    *source_ids, target_id = range(len(sim_config.voxels))
-    sources = [de.subject_data(sim, s) for s in source_ids]
+def _seed_scores(p: Plan, cond: Condition, seed: int, target_only: dict) -> dict[tuple[int, str], dict]:
+    """``{(n_target, method): per-draw / per-item scores}`` for one simulated world. ``target_only``
+    caches the methods that never see the sources, keyed by the target's simulator config."""
+    target_config = dataclasses.replace(p.config.simulator, rho=cond.rho, seed=seed)
+    source_config = (dataclasses.replace(target_config, world_seed=INDEPENDENT_WORLD + seed) if cond.independent
+                     else target_config)
+    cfg = dataclasses.replace(p.config, simulator=target_config, train=dataclasses.replace(p.config.train, seed=seed))
+    target_sim = Simulation(target_config)
+    source_sim = Simulation(source_config) if cond.independent else target_sim
+    *source_ids, target_id = range(len(target_config.voxels))
+    sources = [de.subject_data(source_sim, s) for s in source_ids]
     pretrain_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=p.pretrain_steps))
     pretrained = {
         kind: de.train_subjects(dataclasses.replace(pretrain_cfg, model=kind), sources).model
@@ -103,8 +150,12 @@ def _seed_scores(p: Plan, rho: float, seed: int) -> dict[tuple[int, str], dict[s
     }
     out = {}
     for n_target in p.n_targets:
-        target = de.subject_data(sim, target_id, n_train=n_target)
-        for method in tqdm(p.methods, desc=f"brain_adaptation rho={rho} n={n_target} seed={seed}", leave=False):
+        target = de.subject_data(target_sim, target_id, n_train=n_target)
+        for method in tqdm(p.methods, desc=f"brain_adaptation {cond.name} n={n_target} seed={seed}", leave=False):
+            key = (target_config, n_target, method)
+            if method in TARGET_ONLY and key in target_only:
+                out[n_target, method] = target_only[key]
+                continue
             if method == "scratch_ridge":
                 pred = _ridge_prediction(target)
             else:
@@ -112,72 +163,91 @@ def _seed_scores(p: Plan, rho: float, seed: int) -> dict[tuple[int, str], dict[s
                                          pretrained=pretrained.get(PRETRAINED_KIND.get(method))).model
                 pred = de.predict(model, target.test_voxels, target.subject)
             out[n_target, method] = _scores(pred, target, cfg.n_way)
+            if method in TARGET_ONLY:
+                target_only[key] = out[n_target, method]
     return out
 
 
-def _summary(per_seed: list[np.ndarray]) -> tuple[float, str]:
-    """Mean and spread: a 95 % interval over items/draws for one seed, else +- sd over seeds."""
+def _summary(per_seed: list[np.ndarray]) -> tuple[float, float, str]:
+    """Mean, spread and its label: a 95 % half-width over items/draws for one seed, else the sd over seeds."""
     if len(per_seed) == 1:
         v = per_seed[0]
-        return float(v.mean()), f"+-{Z_95 * v.std() / np.sqrt(len(v)):.3f} (95%)"
+        half = Z_95 * v.std() / np.sqrt(len(v))
+        return float(v.mean()), float(half), f"+-{half:.3f} (95%)"
     means = np.array([v.mean() for v in per_seed])
-    return float(means.mean()), f"+-{means.std(ddof=1):.3f} (sd)"
+    return float(means.mean()), float(means.std(ddof=1)), f"+-{means.std(ddof=1):.3f} (sd)"
 
 
 def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
     p = plan(quick)
     start = time.perf_counter()
-    scores = {(rho, seed): _seed_scores(p, rho, seed) for rho in p.rhos for seed in p.seeds}
-    rows, gaps = [], {}
-    for rho in p.rhos:
+    target_only: dict = {}
+    scores = {(cond, seed): _seed_scores(p, cond, seed, target_only) for cond in p.conditions for seed in p.seeds}
+    rows, gaps, spreads = [], {}, {}
+    for cond in p.conditions:
         for n_target in p.n_targets:
             for method in p.methods:
-                per = [scores[rho, s][n_target, method] for s in p.seeds]
-                base = [scores[rho, s][n_target, "scratch"] for s in p.seeds]
-                ret, ret_spread = _summary([x["ret"] for x in per])
-                two, two_spread = _summary([x["two_way"] for x in per])
-                gap, gap_spread = _summary([x["two_way"] - b["two_way"] for x, b in zip(per, base)])
-                gaps[rho, n_target, method] = gap
-                rows.append({"rho": rho, "n_target": n_target, "method": method, "source": "simulated (ours)",
+                per = [scores[cond, s][n_target, method] for s in p.seeds]
+                base = [scores[cond, s][n_target, "scratch"] for s in p.seeds]
+                ret, _, ret_spread = _summary([x["ret"] for x in per])
+                two, _, two_spread = _summary([x["two_way"] for x in per])
+                gap, gap_half, gap_spread = _summary([x["two_way"] - b["two_way"] for x, b in zip(per, base)])
+                gaps[cond, n_target, method], spreads[cond, n_target, method] = gap, gap_half
+                rows.append({"sources": cond.name, "rho": cond.rho,
+                             "source world": "independent" if cond.independent else "shared",
+                             "n_target": n_target, "method": method, "source": "simulated (ours)",
                              "img-ret (brain->image)": ret, "img-ret 95% / sd": ret_spread, "2-way": two,
                              "2-way 95% / sd": two_spread, "gap vs scratch (2-way)": gap, "gap 95% / sd": gap_spread,
                              "seeds": len(p.seeds)})
-    control = max(p.rhos)
-    for row in rows:
-        if row["rho"] != control and row["method"] != "scratch":
-            row["shared-structure gain (2-way)"] = row["gap vs scratch (2-way)"] - gaps[control, row["n_target"],
+    no_code = Condition(1.0)
+    for row, cond in zip(rows, [c for c in p.conditions for _ in p.n_targets for _ in p.methods]):
+        if no_code in p.conditions and not cond.independent and cond.rho < 1 and row["method"] != "scratch":
+            row["shared-structure gain (2-way)"] = row["gap vs scratch (2-way)"] - gaps[no_code, row["n_target"],
                                                                                        row["method"]]
-    rows.append({"rho": None, "n_target": 750, "method": "MindEye2 (1 h), new-subject fine-tune",
+    rows.append({"sources": "NSD", "n_target": 750, "method": "MindEye2 (1 h), new-subject fine-tune",
                  "source": "paper (NSD, recalled R)", "img-ret (brain->image)": 0.790, "2-way": 0.792})
     sim, cfg = p.config.simulator, p.config
     n_way = min(cfg.n_way, sim.n_test_stimuli)
+    one_seed_why = ("quick form" if quick else
+                    "reduced-seed full form: one seed of every condition, ~1 h on two shared CPU cores")
+    seeds_note = (
+        f"One seed ({one_seed_why}): spreads are 95 % intervals over test items (2-way; paired per item for the "
+        "gap) and retrieval draws -- test-set sampling only, not training-seed variation. " if len(p.seeds) == 1 else
+        f"{len(p.seeds)} seeds (each a new simulated world, pretraining and adaptation): mean +- sd over seeds. ")
     notes = (
-        f"Simulated fMRI ({'quick: tiny simulator' if quick else 'full: calibrated simulator'}, voxels {sim.voxels}: "
-        f"subjects {tuple(range(len(sim.voxels) - 1))} are the sources, the last one the target; "
-        f"{sim.n_train_stimuli} train stimuli x {sim.n_repeats} repeats per source, {sim.n_test_stimuli} test stimuli). "
-        f"Pretraining {p.pretrain_steps} steps, adaptation {cfg.train.steps} steps of batch {cfg.train.batch_size}, "
-        f"hidden {cfg.hidden}; {n_way}-way retrieval (chance {1 / n_way:.1%}, 30 draws) and 2-way identification "
-        f"(chance 50 %). rho = weight of the private component (1 = subjects share nothing: the negative control); "
-        f"'shared-structure gain' = gap at this rho minus the gap of the same method at rho = {control}. "
-        + ("Quick form (sized for the main job's time budget): n_target = 75 only, one seed, so the spreads are 95 % "
-           "intervals over test items (2-way; paired per item for the gap) and retrieval draws: test-set sampling "
-           "only, not training-seed variation; new-linear-only in the full form only. " if len(p.seeds) == 1 else
-           f"{len(p.seeds)} seeds (each a new simulated world, pretraining and adaptation): mean +- sd over seeds. ")
+        f"Simulated fMRI ({'quick: tiny simulator' if quick else 'full: calibrated simulator, reduced'}, voxels "
+        f"{sim.voxels}: subjects {tuple(range(len(sim.voxels) - 1))} are the sources, the last one the target; "
+        f"{sim.n_train_stimuli} train stimuli x {sim.n_repeats} repeats per subject, "
+        f"{sim.n_test_stimuli} test stimuli). "
+        f"Pretraining {p.pretrain_steps} steps, adaptation {cfg.train.steps} steps of batch {cfg.train.batch_size} "
+        f"for every method and n_target; hidden {cfg.hidden}, {cfg.n_blocks} blocks"
+        + ("" if quick else f", MindBridge pooled {cfg.pooled} (paper scale: hidden 2048, 4 blocks, 20000 steps)")
+        + f". {n_way}-way retrieval (chance {1 / n_way:.1%}, 30 draws) and 2-way identification (chance 50 %). "
+        "sources: rho=r = private weight r in the target's stimulus world (rho=1: no shared brain code, shared "
+        "stimulus world and embedding map); independent = the negative control: rho=1 and the sources in an "
+        f"independently seeded stimulus world (world_seed {INDEPENDENT_WORLD} + seed; its scratch rows are the rho=1 "
+        "runs, same target); 'shared-structure gain' = gap at this rho minus the gap of the same method at rho=1. "
+        + seeds_note
+        + ("Quick form: n_target = 75 only; reset-tuning and new-linear-only in the full form only. " if quick else "")
         + f"{time.perf_counter() - start:.0f} s on {len(jax.devices())} {jax.devices()[0].platform} device(s). "
         "The 'paper' row is the notes' recalled NSD anchor (real data, 300-way), not comparable one to one."
         + (" MindEye2's BiMixCo phase is off (too short a schedule for it)." if cfg.mixco_fraction == 0 else "")
     )
-    table = tables.Table("brain_adaptation", "New-subject adaptation on simulated fMRI", COLUMNS, rows, notes)
+    table = tables.Table("brain_adaptation" + ("" if quick else "_full"), "New-subject adaptation on simulated fMRI",
+                         COLUMNS, rows, notes)
+    trained = [m for m in p.methods if m != "scratch"]
 
     def plot(ax):
-        for rho in p.rhos:
-            for method in p.methods:
-                pts = [(r["n_target"], r["2-way"]) for r in rows if r["rho"] == rho and r["method"] == method]
-                ax.plot(*zip(*pts), marker="o", ls="-" if rho < control else "--", label=f"{method} (rho={rho})")
-        ax.axhline(0.5, color="k", lw=0.8, ls=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xlabel("target trials")
-        ax.set_ylabel("2-way identification (target test set)")
-        ax.legend(fontsize=6)
+        x = np.arange(len(p.conditions))
+        for i, (method, n_target) in enumerate((m, n) for m in trained for n in p.n_targets):
+            ys = [gaps[c, n_target, method] for c in p.conditions]
+            err = [spreads[c, n_target, method] for c in p.conditions]
+            ax.errorbar(x + 0.04 * (i - len(trained) * len(p.n_targets) / 2), ys, yerr=err, marker="o", capsize=2,
+                        label=f"{method}, n={n_target}")
+        ax.axhline(0.0, color="k", lw=0.8, ls=":")
+        ax.set_xticks(x, [c.name for c in p.conditions])
+        ax.set_xlabel("what the sources share with the target (less to the right)")
+        ax.set_ylabel("2-way gap vs scratch (target test set)")
+        ax.legend(fontsize=5, ncol=2)
 
     return [tables.write_table(table, results_dir, plot=plot)]

@@ -1,7 +1,12 @@
 """A multi-subject fMRI simulator with a known ground truth (no real data can be downloaded here).
 
 Generative model (all randomness from ``jax.random.key(config.seed)``; the same config gives the
-same arrays):
+same arrays). The *stimulus world* -- cluster centres, stimuli, the embedding ``A``, the images,
+the shared latent's MLP and smooth map, the reference stimuli -- is drawn from
+``config.world_seed`` when it is set (else from ``seed``), the subjects' own draws (sheet
+positions, warps, tuning noise, private latents, ncsnr, trial order, noise, drift) always from
+``seed``: two configs differing only in ``world_seed`` give the same subjects living in
+independent worlds (the "subjects share nothing" control of ``benchmarks/brain_adaptation.py``).
 
 - **Stimuli.** Concepts in clusters: features ``z = c_k + spread * noise`` around cluster centres;
   each stimulus is its own concept, so train and test concepts are disjoint, while clusters give
@@ -65,6 +70,7 @@ class SimulatorConfig:
     """Simulator settings (see the module docstring for the role of each group of fields)."""
 
     seed: int = 0
+    world_seed: int | None = None
     voxels: tuple[int, ...] = (1572, 1428, 1304, 1268)
     n_train_stimuli: int = 9000
     n_test_stimuli: int = 1000
@@ -138,6 +144,10 @@ class SubjectRecording:
         return self.positions.shape[0]
 
 
+def _name_hash(name: str) -> int:
+    return zlib.crc32(name.encode()) % (2**31)
+
+
 def _rbf_basis(points: jax.Array, resolution: int, width: float) -> jax.Array:
     grid = (jnp.arange(resolution) + 0.5) / resolution
     centres = jnp.stack(jnp.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
@@ -155,9 +165,10 @@ class Simulation:
 
     def __init__(self, config: SimulatorConfig):
         self.config = config
-        self._key = jax.random.key(config.seed)
         c = config
-        k = lambda name: jax.random.fold_in(self._key, zlib.crc32(name.encode()) % (2**31))  # noqa: E731
+        self._subject_root = jax.random.key(c.seed)
+        world = jax.random.key(c.seed if c.world_seed is None else c.world_seed)
+        k = lambda name: jax.random.fold_in(world, _name_hash(name))  # noqa: E731
         self._centres = jax.random.normal(k("centres"), (c.n_clusters, c.feature_dim))
         self._embed = jax.random.normal(k("embed"), (c.embed_dim, c.feature_dim)) / math.sqrt(c.feature_dim)
         self._w1 = jax.random.normal(k("w1"), (c.feature_dim, 64)) / math.sqrt(c.feature_dim)
@@ -174,7 +185,6 @@ class Simulation:
         self._reference = self._centres[ref_cluster] + c.cluster_spread * jax.random.normal(
             k("ref_features"), (c.n_reference, c.feature_dim)
         )
-        self._k = k
 
     # ----- stimuli -----
     @property
@@ -227,7 +237,7 @@ class Simulation:
     def _subject_key(self, subject: int) -> jax.Array:
         if not 0 <= subject < len(self.config.voxels):
             raise ValueError(f"subject={subject}: expected 0 <= subject < {len(self.config.voxels)}")
-        return self._k(f"subject/{subject}")
+        return jax.random.fold_in(self._subject_root, _name_hash(f"subject/{subject}"))
 
     def signal(self, subject: int, features) -> np.ndarray:
         """Noise-free standardised voxel signals ``(N, V)`` times each voxel's ncsnr (the oracle)."""

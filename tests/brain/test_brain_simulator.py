@@ -133,6 +133,22 @@ def test_cross_subject_transfer_needs_shared_structure(shared, private):
     assert _decode(sim, a, _pooled(sim, a)) > 0.05
 
 
+def test_world_seed_gives_the_same_subjects_in_an_independent_world(shared):
+    sim, (a, b) = shared
+    same = Simulation(SimulatorConfig.tiny(rho=0.0, world_seed=0, **TINY)).subject(0)
+    np.testing.assert_array_equal(same.responses, a.responses)  # world_seed = seed: the default, bit for bit
+    other = Simulation(SimulatorConfig.tiny(rho=0.0, world_seed=7, **TINY))
+    a_other = other.subject(0)
+    assert not np.allclose(other.features, sim.features) and not np.allclose(other.embeddings, sim.embeddings)
+    for name in ("positions", "ncsnr", "stimulus", "session", "drift_gain"):  # the subject's own draws are kept
+        np.testing.assert_array_equal(getattr(a_other, name), getattr(a, name))
+    # zero-shot transfer to subject 1 (chance 1 %), although rho = 0: the shared world is what carried it
+    model = fit_ridge(*_split(other, a_other, _pooled(other, a_other))[:2], 300.0)
+    _, _, xt, yt = _split(sim, b, _pooled(sim, b))
+    assert float(topk_accuracy(model.predict(xt), yt, 1)) < 0.04
+    assert _decode(other, a_other, _pooled(other, a_other)) > 0.05  # a working subject in its own world
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="rho"):
         SimulatorConfig(rho=1.5)
