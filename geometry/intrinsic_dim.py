@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geometry.knn import check_neighbours, check_points, knn
+from geometry.spectra import covariance_spectrum, singular_values
 
 COMBINATIONS = ("mle", "mean", "median")
 LPCA_VERSIONS = ("FO", "Fan", "maxgap", "ratio", "participation_ratio", "Kaiser", "broken_stick")
@@ -356,10 +357,7 @@ def corr_int(x, k1: int = 10, k2: int = 20, *, exclude_duplicates: bool = False)
 def pca_spectrum(x: jax.Array, center: bool = True) -> jax.Array:
     """Descending eigenvalues: sklearn ``PCA().explained_variance_`` (centred, / (N - 1)), or the
     eigenvalues of ``x.T @ x`` when ``center`` is False (skdim's convention); min(N, D) values."""
-    if center:
-        s = jnp.linalg.svd(x - jnp.mean(x, axis=0), compute_uv=False)
-        return s**2 / (x.shape[0] - 1)
-    return jnp.linalg.svd(x, compute_uv=False) ** 2
+    return covariance_spectrum(x) if center else singular_values(x) ** 2
 
 
 def _first_true(mask: jax.Array, default) -> jax.Array:

@@ -46,14 +46,17 @@ def rankme_from_spectrum(values: jax.Array, eps: float = RANKME_EPS) -> jax.Arra
 
 
 def singular_values(z: jax.Array) -> jax.Array:
-    """Singular values of the raw (uncentred) matrix, descending."""
+    """Singular values of the raw (uncentred) matrix, descending. A non-square matrix is first
+    reduced to the triangular factor of a QR of its long side (the same singular values): JAX's
+    CPU SVD allocates an N x N ``U`` even when no vectors are asked for (80 GB at N = 100k)."""
+    if z.shape[0] != z.shape[1]:
+        z = jnp.linalg.qr(z if z.shape[0] > z.shape[1] else z.T, mode="r")
     return jnp.linalg.svd(z, compute_uv=False)
 
 
 def covariance_spectrum(z: jax.Array) -> jax.Array:
     """Eigenvalues of the centred covariance ``Zc^T Zc / (N - 1)``, descending (min(N, K) values)."""
-    s = jnp.linalg.svd(z - jnp.mean(z, axis=0), compute_uv=False)
-    return s**2 / (z.shape[0] - 1)
+    return singular_values(z - jnp.mean(z, axis=0)) ** 2 / (z.shape[0] - 1)
 
 
 def rankme(z, eps: float = RANKME_EPS) -> jax.Array:

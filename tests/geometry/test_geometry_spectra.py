@@ -81,3 +81,14 @@ def test_spectra_reject_bad_input():
         spectra.rankme(np.zeros(10))
     with pytest.raises(ValueError, match="fit_ranks"):
         spectra.alpha_req_from_spectrum(jnp.ones(10), fit_ranks=(12, 100))
+
+
+@pytest.mark.parametrize("shape", [(3000, 5), (5, 3000), (40, 40)])
+def test_singular_values_never_allocate_the_long_side_squared(shape):
+    z = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(spectra.singular_values(jnp.asarray(z)),
+                               np.linalg.svd(z, compute_uv=False),
+                               rtol=1e-4)
+    long_side = max(shape)
+    if shape[0] != shape[1]:  # JAX's CPU SVD would allocate U of long_side x long_side
+        assert f"{long_side}x{long_side}" not in jax.jit(spectra.singular_values).lower(z).as_text()
