@@ -36,6 +36,7 @@ from tqdm import tqdm
 import core  # noqa: F401
 from core.tables import Table, write_table
 from interp.sae import ReLUSAE, TopKSAE
+from interp.sae.topk import sparse_training_by_default
 from interp.sae.training import make_train_step, sae_optimizer
 
 REFERENCE = Path(__file__).parent / "reference" / "saelens_throughput.py"
@@ -125,7 +126,7 @@ def run(quick: bool, results_dir: Path) -> list[Path]:
     threads = os.cpu_count() or 1
     python = os.environ.get("SAELENS_PYTHON", DEFAULT_PYTHON)
     peak = tf32_peak(device.device_kind) if on_gpu else None
-    sparse_default = TopKSAE(d_in, d_sae, rngs=nnx.Rngs(0), k=k).uses_sparse_training()
+    sparse_default = sparse_training_by_default(d_sae, k)
     # (architecture, sparse_training) variants of ours, timed against one reference run per round
     variants = {"topk": [("TopK + AuxK", None)]
                 + ([("TopK + AuxK, dense path", False)] if sparse_default else []),

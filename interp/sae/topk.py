@@ -34,6 +34,11 @@ from interp.sae.sparse_topk import sparse_topk_decode
 SPARSE_MIN_RATIO = 32
 
 
+def sparse_training_by_default(d_sae: int, k: int) -> bool:
+    """The default training path: sparse on CPU when ``d_sae >= SPARSE_MIN_RATIO * k``."""
+    return jax.default_backend() == "cpu" and d_sae >= SPARSE_MIN_RATIO * k
+
+
 class TopKCodes(NamedTuple):
     """Training codes of the sparse path: ``relu(values)`` at ``indices``, both ``(B, k)``."""
 
@@ -68,7 +73,7 @@ class TopKSAE(SparseAutoencoder):
         """Whether :meth:`train_forward` takes the sparse path (see the module docstring)."""
         if self.sparse_training is not None:
             return self.sparse_training
-        return jax.default_backend() == "cpu" and self.d_sae >= SPARSE_MIN_RATIO * self.k
+        return sparse_training_by_default(self.d_sae, self.k)
 
     def encode(self, x: jax.Array) -> jax.Array:
         return self.sparse_codes(self.pre_activation(x))
