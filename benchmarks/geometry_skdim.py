@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core import tables
-from geometry import danco, ess, fisher_separability, local_id, manifolds
+from geometry import danco, ess, fisher_separability, knn, local_id, manifolds
 from geometry import intrinsic_dim as gid
 
 TORCHID_NOTE = (
@@ -233,7 +233,7 @@ def _gram_floors(sizes, dims) -> str:
     for n in sizes:
         for d in dims:
             x = jax.numpy.asarray(embedded_sphere(n, d), jax.numpy.float32)
-            block = min(1024, max(8, 2**24 // n), n)  # knn's default block size
+            block = min(knn.default_block_size(n), n)
             blocks = x[: n - n % block].reshape(-1, block, d)
             gram = jax.jit(lambda blocks, x: jax.lax.map(lambda q: (q @ x.T).min(axis=1), blocks))
             jax.block_until_ready(gram(blocks, x))

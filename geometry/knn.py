@@ -241,7 +241,8 @@ def _knn_sharded(x, groups, rows, *, k: int, n_candidates: int, mesh, mesh_axis)
     )(x, groups, rows)
 
 
-def _default_block_size(n: int) -> int:
+def default_block_size(n: int) -> int:
+    """Query rows per block when ``block_size`` is None: ``2**24 // n``, between 8 and 1024."""
     return int(min(1024, max(8, BLOCK_ELEMENTS // n)))
 
 
@@ -263,7 +264,7 @@ def knn_unchecked(x: jax.Array, k: int, *, block_size: int | None = None,
     ``n_queries``: neighbours of the first ``n_queries`` rows only (among all rows)."""
     n = x.shape[0]
     queries = n if n_queries is None else n_queries
-    rows = jnp.asarray(_query_blocks(queries, block_size or _default_block_size(n)))
+    rows = jnp.asarray(_query_blocks(queries, block_size or default_block_size(n)))
     dist, idx = _knn_blocks(x, None, rows, k=k, n_candidates=min(k + margin, n))
     return dist.reshape(-1, k)[:queries], idx.reshape(-1, k)[:queries]
 
@@ -288,7 +289,7 @@ def knn(
     n = x.shape[0]
     k = check_neighbours(k, n, "k")
     if block_size is None:
-        block_size = _default_block_size(n)
+        block_size = default_block_size(n)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size={block_size!r}: expected a positive int")
     if margin < 0:
