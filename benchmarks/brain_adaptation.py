@@ -200,8 +200,9 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
                              "2-way 95% / sd": two_spread, "gap vs scratch (2-way)": gap, "gap 95% / sd": gap_spread,
                              "seeds": len(p.seeds)})
     no_code = Condition(1.0)
-    for row, cond in zip(rows, [c for c in p.conditions for _ in p.n_targets for _ in p.methods]):
-        if no_code in p.conditions and not cond.independent and cond.rho < 1 and row["method"] != "scratch":
+    for row in rows:
+        if no_code in p.conditions and row["sources"] != "independent" and row["rho"] < 1 \
+                and row["method"] != "scratch":
             row["shared-structure gain (2-way)"] = row["gap vs scratch (2-way)"] - gaps[no_code, row["n_target"],
                                                                                        row["method"]]
     rows.append({"sources": "NSD", "n_target": 750, "method": "MindEye2 (1 h), new-subject fine-tune",
