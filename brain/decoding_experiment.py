@@ -67,7 +67,7 @@ class DecodingConfig:
     pool_kind: Literal["max", "avg", "resize"] = "max"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
-    mse_mult: float = 1e4
+    mse_mult: float | None = None  # MindBridge's; None = the reference's balance for the target width
     rec_mult: float = 1.0
     cyc_mult: float = 1.0
     mixco_fraction: float = 1 / 3

@@ -160,40 +160,108 @@ def _squared_distances_within(points: jax.Array) -> jax.Array:
     return jnp.where(jnp.eye(n, dtype=bool), jnp.inf, d2)
 
 
-def neighbours_within(points: jax.Array, k: int, margin: int = DEFAULT_MARGIN):
-    """Exact k nearest neighbours among the rows of a small point set (L, D), self excluded.
+def _sortable_bits(values: jax.Array) -> jax.Array:
+    """float64 -> int64 (float32 -> int32) with the same order: the bit pattern, negatives
+    flipped, -0.0 taken as 0.0. Integer min/max have no NaN rules, so XLA's CPU code for them is
+    cheaper."""
+    int_type = jnp.int64 if values.dtype == jnp.float64 else jnp.int32
+    bits = jax.lax.bitcast_convert_type(jnp.where(values == 0, jnp.zeros_like(values), values), int_type)
+    return jnp.where(bits < 0, bits ^ jnp.iinfo(int_type).max, bits)
+
+
+def _float_of_bits(bits: jax.Array, dtype) -> jax.Array:
+    """Inverse of :func:`_sortable_bits`."""
+    return jax.lax.bitcast_convert_type(jnp.where(bits < 0, bits ^ jnp.iinfo(bits.dtype).max, bits), dtype)
+
+
+def _smallest_keys(keys: jax.Array, k: int):
+    """The ``k`` smallest integer ``keys`` (R, C) of every row, ascending, as (k, R), and the
+    column of the smallest (R,) (ties: the lowest column); see :func:`smallest_per_row`."""
+    n_rows = keys.shape[0]
+    lowest, highest = jnp.iinfo(keys.dtype).min, jnp.iinfo(keys.dtype).max
+    columns = keys.T  # (C, R): column j of every row is one contiguous vector
+
+    def insert(j, carry):
+        buffer, first = carry
+        v = columns[j]
+        first = jnp.where(v < buffer[0], j, first)
+        below = jnp.concatenate([jnp.full_like(buffer[:1], lowest), buffer[:-1]], axis=0)
+        return jnp.minimum(buffer, jnp.maximum(below, v[None])), first
+
+    init = (jnp.full((k, n_rows), highest, keys.dtype), jnp.zeros((n_rows,), jnp.int32))
+    return jax.lax.fori_loop(0, columns.shape[0], insert, init)
+
+
+def smallest_per_row(values: jax.Array, k: int):
+    """The ``k`` smallest entries of every row of ``values`` (R, C), ascending, and the column
+    of the smallest (ties: the lowest column, as a stable sort). Values must not be NaN.
+
+    Pure ``jnp``, no ``top_k`` / sort (XLA's CPU ``top_k`` is scalar code, ~10 us per 128-wide
+    row): one pass over the columns keeps a sorted buffer of ``k`` values for all rows at once
+    (vectorised over rows). Inserting ``v`` into the ascending buffer ``b`` (its largest entry
+    dropped) is ``min(b_m, max(b_{m-1}, v))`` for every slot ``m`` at once (``b_{-1} = -inf``).
+    Comparisons run on the order-preserving integer bit patterns (cheaper than float min/max on
+    XLA's CPU). Returns ``(smallest (R, k), column (R,) int32)``.
+    """
+    if not 1 <= k <= values.shape[1]:
+        raise ValueError(f"k={k}: expected 1 <= k <= {values.shape[1]} (the number of columns)")
+    buffer, first = _smallest_keys(_sortable_bits(values), k)
+    return _float_of_bits(buffer, values.dtype).T, first
+
+
+def selection_by_buffer() -> bool:
+    """Whether in-neighbourhood selection uses :func:`smallest_per_row` (on CPU, where XLA's
+    ``top_k`` is scalar code) rather than ``top_k`` / ``argmin`` (accelerators, where the
+    sequential pass over columns would be slow)."""
+    return jax.default_backend() == "cpu"
+
+
+def neighbours_within(points: jax.Array, k: int) -> jax.Array:
+    """Distances (L, k) from every row of a small point set (L, D) to its ``k`` nearest other
+    rows, ascending (exact neighbour set; no indices).
 
     Pure ``jnp`` (no validation, no host work): ``vmap`` it over a batch of neighbourhoods.
-    Returns ``(distances, indices)`` of shape (L, k), indices into ``points``. Works on the
-    expanded-form squared distances of the centred set (one small matmul, no gather of
-    coordinates): ``k + margin`` candidates by ``top_k`` on float32 keys, their squared distances
-    sorted in the input dtype; the nearest distance is recomputed from the coordinates (a copy of
-    a point is at exactly 0), the others are exact to the rounding of the expanded form
-    (relative ``eps * |centred|^2 / distance^2``, ~1e-15 in float64 inside a neighbourhood).
+    Works on the expanded-form squared distances of the centred set (one small matmul, no gather
+    of coordinates), the ``k`` smallest per row by :func:`smallest_per_row` on CPU, else by
+    ``top_k`` (:func:`selection_by_buffer`); the nearest distance is recomputed from the
+    coordinates (a copy of a point is at exactly 0), the others are exact to the rounding of the
+    expanded form (relative ``eps * |centred|^2 / distance^2``, ~1e-15 in float64 inside a
+    neighbourhood).
     """
-    n = points.shape[0]
     d2 = _squared_distances_within(points)
-    _, cand = jax.lax.top_k((-d2).astype(jnp.float32), min(k + margin, n - 1))
-    cand_d2 = jnp.take_along_axis(d2, cand, axis=1)
-    order = jnp.argsort(cand_d2, axis=1, stable=True)[:, :k]
-    idx = jnp.take_along_axis(cand, order, axis=1)
-    dist = jnp.sqrt(jnp.maximum(jnp.take_along_axis(cand_d2, order, axis=1), 0.0))
-    nearest = points - points[idx[:, 0]]
-    return dist.at[:, 0].set(jnp.sqrt(jnp.sum(nearest * nearest, axis=-1))), idx
+    if selection_by_buffer():
+        sq, first = smallest_per_row(d2, k)
+    else:
+        negated, columns = jax.lax.top_k(-d2, k)
+        sq, first = -negated, columns[:, 0]
+    nearest = points - points[first]
+    dist = jnp.sqrt(jnp.maximum(sq, 0.0))
+    return dist.at[:, 0].set(jnp.sqrt(jnp.sum(nearest * nearest, axis=-1)))
 
 
 def two_nearest_within(points: jax.Array) -> jax.Array:
     """Distances (L, 2) from every row of a small point set (L, D) to its two nearest other rows,
-    ascending. Pure ``jnp`` (vmap it over neighbourhoods): two ``argmin`` passes over the
-    expanded-form squared distances of the centred points (in their dtype), then both distances
-    recomputed exactly from the coordinates. Cheaper than :func:`neighbours_within` for TwoNN;
-    a third point within rounding of the second may be taken instead of it (its distance is then
-    equal to rounding)."""
+    ascending. Pure ``jnp`` (vmap it over neighbourhoods): the two nearest on the expanded-form
+    squared distances of the centred points (in their dtype), then both distances recomputed
+    exactly from the coordinates. On CPU (:func:`selection_by_buffer`), float64: one pass of
+    :func:`_smallest_keys` over keys that carry the column in their last ``ceil(log2 L)`` bits
+    (order kept to ~2^-45 relative, far below the rounding of the expanded form); float32: the
+    nearest, then the next with it masked; elsewhere two ``argmin`` passes. A third point within rounding of the second may be taken instead of it (its distance
+    is then equal to rounding). Cheaper than :func:`neighbours_within` for TwoNN."""
     n = points.shape[0]
     d2 = _squared_distances_within(points)
-    first = jnp.argmin(d2, axis=1)
-    second = jnp.argmin(d2.at[jnp.arange(n), first].set(jnp.inf), axis=1)
-    pair = jnp.stack([first, second], axis=1)
+    if not selection_by_buffer():
+        first = jnp.argmin(d2, axis=1)
+        second = jnp.argmin(d2.at[jnp.arange(n), first].set(jnp.inf), axis=1)
+        pair = jnp.stack([first, second], axis=1)
+    elif d2.dtype == jnp.float64:
+        column_bits = jnp.int64(2 ** max(1, (n - 1).bit_length()) - 1)
+        keys = (_sortable_bits(d2) & ~column_bits) | jnp.arange(n, dtype=jnp.int64)[None, :]
+        pair = (_smallest_keys(keys, 2)[0].T & column_bits).astype(jnp.int32)
+    else:
+        _, first = smallest_per_row(d2, 1)
+        _, second = smallest_per_row(jnp.where(jnp.arange(n)[None, :] == first[:, None], jnp.inf, d2), 1)
+        pair = jnp.stack([first, second], axis=1)
     diff = points[:, None, :] - points[pair]
     return jnp.sort(jnp.sqrt(jnp.sum(diff * diff, axis=-1)), axis=1)
 

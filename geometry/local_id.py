@@ -10,7 +10,10 @@ points. The neighbourhood of point i is its L nearest neighbours *without* the p
 exactly as scikit-dimension's ``fit_pw`` / ``asPointwise`` (``get_nn`` then
 ``estimator.fit(X[knn[i]])``), which are the parity references; inside a neighbourhood,
 neighbours are again exact (:func:`geometry.knn.neighbours_within`; TwoNN takes the cheaper
-:func:`geometry.knn.two_nearest_within`).
+:func:`geometry.knn.two_nearest_within`). On CPU both select by :func:`geometry.knn.smallest_per_row`,
+a sorted-buffer pass vectorised over rows, not XLA's ``top_k`` (scalar code there): at
+N = 20k, L = 128 the in-neighbourhood part of local MLE takes 0.27x (d = 20) / 0.33x (d = 128)
+the time of the ``top_k`` version, of local TwoNN 0.6x / 0.75x.
 
 Deviations from skdim ``fit_pw``: an inner ``k`` (MLE) larger than ``L - 1`` raises instead of
 being lowered with a warning; a neighbourhood whose estimate cannot be formed gives nan, and
@@ -24,8 +27,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from geometry.intrinsic_dim import check_choice, check_fraction, combine, mle_pointwise, twonn_from_ratios
-from geometry.knn import check_neighbours, check_points, knn, neighbours_within, two_nearest_within
+from geometry.intrinsic_dim import (
+    check_choice,
+    check_fraction,
+    combine,
+    mle_pointwise,
+    twonn_from_ratios,
+)
+from geometry.knn import (
+    check_neighbours,
+    check_points,
+    knn,
+    neighbours_within,
+    selection_by_buffer,
+    two_nearest_within,
+)
 
 DEFAULT_NEIGHBOURHOOD = 128
 
@@ -48,8 +64,7 @@ def twonn_of_points(points: jax.Array, discard_fraction: float = 0.1, method: st
 
 def mle_of_points(points: jax.Array, k: int = 20, comb: str = "mle", unbiased: bool = False):
     """Levina-Bickel MLE (``k`` neighbours, combined by ``comb``) of one point set; vmap-able."""
-    d, _ = neighbours_within(points, k)
-    return combine(mle_pointwise(d, unbiased), comb)
+    return combine(mle_pointwise(neighbours_within(points, k), unbiased), comb)
 
 
 @functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "block_size"))
@@ -61,9 +76,14 @@ def local_twonn_from_neighbours(x, idx, discard_fraction: float = 0.1, method: s
 
 
 @functools.partial(jax.jit, static_argnames=("k", "comb", "unbiased", "block_size"))
-def local_mle_from_neighbours(x, idx, k: int = 20, comb: str = "mle", unbiased: bool = False, block_size: int = 256):
-    """Local MLE for every row of ``idx`` (N, L) (neighbour indices into ``x``); jitted."""
+def local_mle_from_neighbours(x, idx, k: int = 20, comb: str = "mle", unbiased: bool = False,
+                              block_size: int | None = None):
+    """Local MLE for every row of ``idx`` (N, L) (neighbour indices into ``x``); jitted.
+    ``block_size=None``: 4 neighbourhoods on CPU, which keeps the selection buffers in cache
+    (fastest at L = 128; 2, 8, 16: 1.1-1.5x slower), 256 elsewhere."""
     fn = functools.partial(mle_of_points, k=k, comb=comb, unbiased=unbiased)
+    if block_size is None:
+        block_size = 4 if selection_by_buffer() else 256
     return _over_neighbourhoods(fn, x, idx, block_size)
 
 
@@ -94,7 +114,7 @@ def local_mle(
     comb: str = "mle",
     unbiased: bool = False,
     exclude_duplicates: bool = False,
-    block_size: int = 256,
+    block_size: int | None = None,
 ) -> jax.Array:
     """Local Levina-Bickel MLE of every point: MLE (``k`` inner neighbours, combined by ``comb``)
     fitted on its ``n_neighbors`` neighbours (skdim ``asPointwise(x, MLE(), n_neighbors)``; skdim's

@@ -6,8 +6,9 @@ Implemented as in the paper and its code (littlepure2333/MindBridge ``src/models
 ``Adapter(bottleneck 128, zero-init up, residual) -> Linear(pooled, hidden) -> LayerNorm -> GELU
 -> Dropout 0.5`` and a *builder* ``Linear(hidden, pooled) -> LayerNorm -> GELU -> Adapter``; a
 shared *translator* (residual MLP, blocks ``Linear + LN + GELU + Dropout 0.15``) and a head to
-the frozen-embedding target. The loss (:func:`mindbridge_loss`) is SoftCLIP + ``mse_mult`` (1e4)
-MSE on L2-normalised predictions + ``rec_mult`` MSE(x, builder_s(embedder_s(x))) +
+the frozen-embedding target. The loss (:func:`mindbridge_loss`) is SoftCLIP + ``mse_mult`` MSE on
+L2-normalised predictions (the reference's 1e4 on 257 x 768 image tokens, by default rescaled to the
+target's width: :func:`reference_mse_mult`) + ``rec_mult`` MSE(x, builder_s(embedder_s(x))) +
 ``cyc_mult`` MSE(e_a, embedder_b(builder_b(e_a))) for a random subject pair (a, b) each step,
 every batch holding an equal chunk of every subject (the reference's chunked batches).
 
@@ -18,8 +19,10 @@ target chunks and the cycle always runs from a random source into the target (th
 ``adapting`` mode: source semantics rendered as pseudo target fMRI).
 
 Deviations: one head to one target (the simulator's CLIP stand-in has no 257 x 768 image tokens
-or 77 x 768 text tokens; ``out_dim`` is its width); sizes are configurable (paper: pooled 8192,
-hidden 2048, 4 blocks); dropout is functional (a key per call) and off inside the cycle pass
+or 77 x 768 text tokens; ``out_dim`` is its width), so the MSE weight is rescaled to keep the
+reference's balance against SoftCLIP (1e4 x D / 197376, 3.2 for D = 64; the unscaled 1e4 made the
+MSE ~3000x heavier than in the reference and cost reset-tuning 0.06-0.09 2-way on the simulator,
+quick adaptation form, n_target 750); sizes are configurable (paper: pooled 8192, hidden 2048, 4 blocks); dropout is functional (a key per call) and off inside the cycle pass
 (the reference runs the target embedder there in training mode); in reset-tuning the source
 subjects' embedders/builders are frozen so the pretrained subjects stay bitwise intact (not
 checked against the reference's ``--adapting`` optimiser setup).
@@ -48,6 +51,8 @@ from brain.pooling import PoolKind, adaptive_pool
 from core.classifier import Dense
 
 FRONT_END = ("embedders", "builders")  # the per-subject modules, reset for a new subject
+REFERENCE_MSE_MULT = 1e4  # scripts/*.sh ``mse_mult``
+REFERENCE_TARGET_SIZE = 257 * 768  # CLIP ViT-L/14 image tokens, the reference's MSE is a mean over them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +135,20 @@ def reset_tuning_trainable(target: int):
     return lambda params: jax.tree_util.tree_map_with_path(label, params)
 
 
+def reference_mse_mult(target_size: int) -> float:
+    """The MSE weight that gives a ``target_size``-element target the reference's balance against
+    SoftCLIP. The MSE of L2-normalised vectors is a mean over elements, ``|p - t|^2 / size``, so the
+    reference's weight per unit of squared distance is 1e4 / (257 x 768); this keeps that."""
+    return REFERENCE_MSE_MULT * target_size / REFERENCE_TARGET_SIZE
+
+
 def mindbridge_loss(
     model: MindBridge,
     batch: dict,
     key: jax.Array,
     subjects: tuple[int, ...],
     *,
-    mse_mult: float = 1e4,
+    mse_mult: float | None = None,
     rec_mult: float = 1.0,
     cyc_mult: float = 1.0,
     temperature: float = 0.125,
@@ -147,7 +159,8 @@ def mindbridge_loss(
     ``batch["voxels"]`` is ``(B, len(subjects), max_voxels)`` (subject ``subjects[j]`` in column
     ``j``, zero-padded past its voxel count), ``batch["target"]`` is ``(B, len(subjects), D)``.
     With ``cycle_target`` (reset-tuning) the cycle runs from a random other subject into it;
-    otherwise from a random subject ``a`` into a random ``b != a``.
+    otherwise from a random subject ``a`` into a random ``b != a``. ``mse_mult=None`` is
+    :func:`reference_mse_mult` of the target width ``D``.
     """
     if len(subjects) < 2 and cyc_mult:
         raise ValueError(f"subjects={subjects}: the cycle loss needs at least two subjects")
@@ -166,6 +179,8 @@ def mindbridge_loss(
         rec += jnp.mean((x - model.builders[s](e)) ** 2)
     n = len(subjects)
     clip, mse, rec = clip / n, mse / n, rec / n
+    if mse_mult is None:
+        mse_mult = reference_mse_mult(batch["target"].shape[-1])
     loss = clip + mse_mult * mse + rec_mult * rec
     metrics = {"soft_clip": clip, "mse": mse, "rec": rec}
     if cyc_mult:

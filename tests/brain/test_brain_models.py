@@ -83,6 +83,10 @@ def test_mindbridge_loss_terms_match_their_definitions():
         mse += jnp.mean((pred - target) ** 2) / 3
         rec += jnp.mean((pooled - model.builders[s](e)) ** 2) / 3
     np.testing.assert_allclose(float(loss), float(clip + 2 * mse + 3 * rec), rtol=1e-5)
+    # the default MSE weight keeps the reference's balance: 1e4 on 257 x 768 elements, per unit |p - t|^2
+    default, _ = mindbridge.mindbridge_loss(model, batch, jax.random.key(1), (0, 1, 2), rec_mult=3.0, cyc_mult=0.0)
+    np.testing.assert_allclose(float(default), float(clip + 1e4 * DIM / (257 * 768) * mse + 3 * rec), rtol=1e-5)
+    assert mindbridge.reference_mse_mult(257 * 768) == 1e4
     # the cycle term: with two subjects the pair is (0, 1) or (1, 0)
     _, m = mindbridge.mindbridge_loss(model, batch, jax.random.key(2), (0, 1), cyc_mult=1.0)
     e = [model.embedders[s](model.pool(jnp.asarray(batch["voxels"][:, s, :v]), s)) for s, v in enumerate(VOXELS[:2])]

@@ -7,7 +7,13 @@ import pytest
 from jax.sharding import Mesh
 from sklearn.neighbors import NearestNeighbors
 
-from geometry.knn import knn, neighbours_within, top_candidates, two_nearest_within
+from geometry.knn import (
+    knn,
+    neighbours_within,
+    smallest_per_row,
+    top_candidates,
+    two_nearest_within,
+)
 
 
 def _reference(x, k):
@@ -52,14 +58,21 @@ def test_two_level_candidates_select_the_same_keys_as_top_k(count):
     np.testing.assert_array_equal(np.sort(np.take_along_axis(keys, got, 1), 1), np.sort(expected, 1))
 
 
-def test_two_nearest_within_matches_sklearn_with_duplicates(x64):
+@pytest.mark.parametrize("buffer", [True, False], ids=["cpu-buffer", "top-k"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_two_nearest_within_matches_sklearn_with_duplicates(x64, dtype, rtol, buffer, monkeypatch):
+    """CPU buffer: float64 packs the column into the keys' last bits, float32 takes two passes;
+    the accelerator path (argmin) is forced on CPU here."""
+    monkeypatch.setattr("geometry.knn.selection_by_buffer", lambda: buffer)
     x = np.random.default_rng(5).normal(size=(128, 20)) * 3.0 + 50.0  # far from the origin
     x[7] = x[3]  # an exact copy: distance exactly 0, as sklearn
-    got = np.asarray(jax.vmap(two_nearest_within)(jnp.asarray(np.stack([x, x[::-1]]))))
-    ref, _ = _reference(x, 2)
-    np.testing.assert_allclose(got[0], ref, rtol=1e-12)
-    np.testing.assert_allclose(got[1], ref[::-1], rtol=1e-12)
-    assert got[0][3, 0] == 0.0 and got[0][7, 0] == 0.0
+    x[9] = x[3]  # and a second copy: the two nearest of 3, 7 and 9 are both at 0
+    got = np.asarray(jax.vmap(two_nearest_within)(jnp.asarray(np.stack([x, x[::-1]]).astype(dtype))))
+    ref, _ = _reference(x.astype(dtype).astype(np.float64), 2)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got[0], ref, rtol=rtol)
+    np.testing.assert_allclose(got[1], ref[::-1], rtol=rtol)
+    assert np.all(got[0][[3, 7, 9]] == 0.0)
 
 
 def test_knn_two_level_path_matches_sklearn(x64):
@@ -121,13 +134,51 @@ def test_exclude_duplicates_needs_enough_distinct_points():
         knn(x, 2, exclude_duplicates=True)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_columns", [40, 41])
+def test_smallest_per_row_equals_a_stable_sort_with_ties_zeros_and_inf(x64, dtype, n_columns):
+    rng = np.random.default_rng(11)
+    v = rng.normal(size=(200, n_columns)).astype(dtype)
+    v[:, 8:24] = np.round(v[:, 8:24], 1)  # many exact ties
+    v[3] = 0.0  # a row of exact zeros (duplicate points)
+    v[4, ::2] = -0.0  # -0.0 ties with 0.0
+    v[4, 1::2] = 0.0
+    v[5, [2, 9, 17]] = 0.0
+    v[6, :30] = np.inf  # few finite entries: inf fills the rest
+    v[7, 1] = v[7, 0] = v[7].min() - 1.0  # the smallest twice, side by side
+    order = np.argsort(v, axis=1, kind="stable")
+    for k in [1, 2, 7, 20, n_columns]:
+        smallest, first = smallest_per_row(jnp.asarray(v), k)
+        assert smallest.dtype == v.dtype and smallest.shape == (200, k) and first.shape == (200,)
+        np.testing.assert_array_equal(np.asarray(smallest), np.sort(v, axis=1)[:, :k])
+        np.testing.assert_array_equal(np.asarray(first), order[:, 0])
+    with pytest.raises(ValueError, match="k="):
+        smallest_per_row(jnp.asarray(v), n_columns + 1)
+
+
+@pytest.mark.parametrize("buffer", [True, False], ids=["cpu-buffer", "top-k"])
+def test_neighbours_within_keeps_duplicates_at_exact_zero(x64, buffer, monkeypatch):
+    """The nearest copy is at exactly 0 (recomputed from coordinates); further copies are at 0
+    to the rounding of the expanded form (sqrt of ~eps |x|^2). Both selection paths."""
+    monkeypatch.setattr("geometry.knn.selection_by_buffer", lambda: buffer)
+    x = np.random.default_rng(6).normal(size=(64, 7)) * 2.0 + 30.0
+    copies = [5, 10, 20, 30]
+    x[copies] = x[5]
+    dist = np.asarray(neighbours_within(jnp.asarray(x), 6))
+    ref_d, _ = _reference(x, 6)
+    for i in copies:
+        assert dist[i, 0] == 0.0 and np.all(dist[i, 1:3] < 1e-6)
+        np.testing.assert_allclose(dist[i, 3:], ref_d[i, 3:], rtol=1e-12)
+    others = np.setdiff1d(np.arange(64), copies)
+    np.testing.assert_allclose(dist[others], ref_d[others], rtol=1e-12)
+
+
 def test_neighbours_within_vmaps_over_neighbourhoods(x64):
     pts = np.random.default_rng(5).normal(size=(4, 30, 3))
-    dist, idx = jax.vmap(lambda p: neighbours_within(p, 5))(jnp.asarray(pts))
+    dist = jax.vmap(lambda p: neighbours_within(p, 5))(jnp.asarray(pts))
     for b in range(4):
-        ref_d, ref_i = _reference(pts[b], 5)
+        ref_d, _ = _reference(pts[b], 5)
         np.testing.assert_allclose(dist[b], ref_d, rtol=1e-12)
-        np.testing.assert_array_equal(idx[b], ref_i)
 
 
 @pytest.mark.parametrize(
