@@ -7,8 +7,10 @@ through ``core`` for the same number of steps (:func:`brain.decoding_experiment.
 MindBridge, target embedder/builder re-initialised and tuned with the shared translator, source
 chunks and source->target cycling in every batch), ``adapters_only`` (P02: a new adapter, the
 shared decoder frozen), ``new_linear_only`` (MindEye2-style: a new linear map into the frozen
-shared latent); beside them ``scratch_ridge``, closed-form ridge on the target trials only with
-alpha chosen by 5-fold CV on those trials (the classic per-subject baseline, no training loop),
+shared latent), ``full_finetune`` (MindEye2's own protocol: the new linear map and every shared
+parameter tuned on the target's trials); beside them ``scratch_ridge``, closed-form ridge on the
+target trials only with alpha chosen by 5-fold CV on those trials (the classic per-subject
+baseline, no training loop; the notes' "new-ridge-only": a ridge map straight to the target),
 and ``adapters_random_decoder``, ``adapters_only`` on an *untrained* frozen decoder: the same
 trainable parameters and schedule without any pretraining, which separates "pretraining helped"
 from "freezing most of the network helped" (a target-only method: it never sees the sources).
@@ -84,7 +86,8 @@ from core.train import TrainConfig
 COLUMNS = ("sources", "rho", "source world", "n_target", "method", "source", "img-ret (brain->image)",
            "img-ret 95% / sd", "2-way", "2-way 95% / sd", "gap vs scratch (2-way)", "gap 95% / sd",
            "shared-structure gain (2-way)", "seeds")
-PRETRAINED_KIND = {"reset_tuning": "mindbridge", "adapters_only": "adapters", "new_linear_only": "mindeye2"}
+PRETRAINED_KIND = {"reset_tuning": "mindbridge", "adapters_only": "adapters", "new_linear_only": "mindeye2",
+                   "full_finetune": "mindeye2"}
 RANDOM_DECODER = "adapters_random_decoder"  # adapters_only on an untrained frozen decoder: no pretraining
 TARGET_ONLY = ("scratch_ridge", "scratch", RANDOM_DECODER)
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
@@ -129,7 +132,8 @@ def plan(quick: bool) -> Plan:
     cfg = de.DecodingConfig(simulator=sim, hidden=256, n_blocks=2, pooled=512, n_way=300, mixco_fraction=0.0,
                             train=dataclasses.replace(train, steps=500))
     conditions = (Condition(0.0), Condition(0.2), Condition(0.5), Condition(1.0), Condition(1.0, independent=True))
-    methods = ("scratch_ridge", "scratch", "reset_tuning", "adapters_only", RANDOM_DECODER, "new_linear_only")
+    methods = ("scratch_ridge", "scratch", "reset_tuning", "adapters_only", RANDOM_DECODER, "new_linear_only",
+               "full_finetune")
     return Plan(cfg, 2000, conditions, (75, 750, 4000), methods, (0,))
 
 

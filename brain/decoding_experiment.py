@@ -17,7 +17,8 @@ New-subject adaptation (:func:`adapt`): ``scratch`` (a per-subject network on th
 only), ``reset_tuning`` (P09: pretrained MindBridge, target embedder/builder re-initialised,
 tuned with the shared translator, sources in every batch), ``adapters_only`` (P02: new adapter,
 everything else frozen), ``new_linear_only`` (MindEye2-style: new linear map, everything else
-frozen). Frozen parameters get exactly zero updates and stay bitwise unchanged.
+frozen), ``full_finetune`` (MindEye2's own protocol: new linear map, every shared parameter tuned
+on the target's trials). Frozen parameters get exactly zero updates and stay bitwise unchanged.
 :func:`train_subjects` and :func:`train_adapted` are the same without the evaluation.
 
     python -m brain.decoding_experiment tiny --model mindbridge --train.workdir runs/mb
@@ -47,7 +48,7 @@ from core import mesh as mesh_lib
 from core.train import TrainConfig, TrainResult, train
 
 ModelKind = Literal["mindbridge", "adapters", "mindeye2", "per_subject"]
-AdaptMethod = Literal["scratch", "reset_tuning", "adapters_only", "new_linear_only"]
+AdaptMethod = Literal["scratch", "reset_tuning", "adapters_only", "new_linear_only", "full_finetune"]
 MODEL_KINDS = ("mindbridge", "adapters", "mindeye2", "per_subject")
 
 
@@ -289,6 +290,7 @@ def train_adapted(
         "reset_tuning": ("mindbridge", mindbridge.reset_tuning_trainable(t)),
         "adapters_only": ("adapters", adapters.new_adapter_trainable(t)),
         "new_linear_only": ("mindeye2", mindeye2.new_linear_trainable(t)),
+        "full_finetune": ("mindeye2", mindeye2.full_finetune_trainable(t)),
     }.get(method, (None, None))
     if kind is None:
         raise ValueError(f"method={method!r}: expected one of {AdaptMethod.__args__}")

@@ -92,3 +92,17 @@ def reset_subject_modules(model: nnx.Module, subject: int, names: tuple[str, ...
     fresh = type(model)(model.config, rngs)
     for name in names:
         nnx.update(getattr(model, name)[subject], nnx.state(getattr(fresh, name)[subject]))
+
+
+def subject_and_shared_trainable(target: int, front_end: tuple[str, ...]):
+    """``params -> bool tree``: True for ``target``'s per-subject modules (``front_end``) and every
+    shared parameter, False for the other subjects' modules (they stay bitwise unchanged; plain
+    AdamW would still decay them)."""
+
+    def label(path, _):
+        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
+        if keys and keys[0] in front_end:
+            return keys[1] == target
+        return True
+
+    return lambda params: jax.tree_util.tree_map_with_path(label, params)

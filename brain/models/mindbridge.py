@@ -46,6 +46,7 @@ from brain.models.blocks import (
     dropout,
     reset_subject_modules,
     split_key,
+    subject_and_shared_trainable,
 )
 from brain.pooling import PoolKind, adaptive_pool
 from core.classifier import Dense
@@ -125,14 +126,7 @@ def reset_subject(model: MindBridge, subject: int, rngs: nnx.Rngs) -> None:
 def reset_tuning_trainable(target: int):
     """``params -> bool tree``: True for the target subject's embedder/builder and the shared
     translator and head, False for other subjects' embedders/builders."""
-
-    def label(path, _):
-        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
-        if keys and keys[0] in ("embedders", "builders"):
-            return keys[1] == target
-        return True
-
-    return lambda params: jax.tree_util.tree_map_with_path(label, params)
+    return subject_and_shared_trainable(target, FRONT_END)
 
 
 def reference_mse_mult(target_size: int) -> float:

@@ -10,8 +10,9 @@ anneals it), plus an MSE of the backbone output to the target standing in for th
 prior's objective. The training-step counter that switches the two losses lives in the model as
 a non-parameter variable, so it is checkpointed and resumed with it.
 
-New subject: MindEye2 adds a fresh linear map for the new subject; :func:`new_linear_trainable`
-freezes everything else ("new-linear-only"; MindEye2 itself then fine-tunes all parameters).
+New subject: MindEye2 adds a fresh linear map for the new subject and fine-tunes all parameters
+on its trials (:func:`full_finetune_trainable`; the other subjects' maps stay fixed);
+:func:`new_linear_trainable` freezes everything but the new map ("new-linear-only").
 
 Deviations: no diffusion prior (its MSE stand-in above) and no low-level/blurry branch; one
 output token of the target width instead of 256 x 1664 OpenCLIP bigG tokens; sizes configurable
@@ -33,6 +34,7 @@ from brain.models.blocks import (
     check_subject_input,
     check_voxel_counts,
     split_key,
+    subject_and_shared_trainable,
 )
 from core.classifier import Dense
 
@@ -99,6 +101,11 @@ def new_linear_trainable(target: int):
         return keys[:2] == ["linears", target]
 
     return lambda params: jax.tree_util.tree_map_with_path(label, params)
+
+
+def full_finetune_trainable(target: int):
+    """``params -> bool tree``: True for ``linears[target]`` and every shared parameter."""
+    return subject_and_shared_trainable(target, FRONT_END)
 
 
 def mindeye2_terms(model: MindEye2, subject: int, voxels, mixed, perm, betas, target, key, use_mixco,

@@ -139,6 +139,7 @@ def _leaves(model):
     ("reset_tuning", "mindbridge", True),
     ("adapters_only", "adapters", False),
     ("new_linear_only", "mindeye2", False),
+    ("full_finetune", "mindeye2", True),
 ])
 def test_adaptation_touches_only_the_new_subject(method, kind, shared_trained):
     datas = fake_datas()
