@@ -22,10 +22,11 @@ Deviations: one head to one target (the simulator's CLIP stand-in has no 257 x 7
 or 77 x 768 text tokens; ``out_dim`` is its width), so the MSE weight is rescaled to keep the
 reference's balance against SoftCLIP (1e4 x D / 197376, 3.2 for D = 64; the unscaled 1e4 made the
 MSE ~3000x heavier than in the reference and cost reset-tuning 0.06-0.09 2-way on the simulator,
-quick adaptation form, n_target 750); sizes are configurable (paper: pooled 8192, hidden 2048, 4 blocks); dropout is functional (a key per call) and off inside the cycle pass
-(the reference runs the target embedder there in training mode); in reset-tuning the source
-subjects' embedders/builders are frozen so the pretrained subjects stay bitwise intact (not
-checked against the reference's ``--adapting`` optimiser setup).
+quick adaptation form, n_target 750); sizes are configurable (paper: pooled 8192, hidden 2048,
+4 blocks); dropout is functional (a key per call) and off inside the cycle pass (the reference
+runs the target embedder there in training mode); in reset-tuning the source subjects'
+embedders/builders are frozen so the pretrained subjects stay bitwise intact (not checked against
+the reference's ``--adapting`` optimiser setup).
 """
 
 from __future__ import annotations
