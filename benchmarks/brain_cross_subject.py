@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import textwrap
 import time
 
 import jax
@@ -108,7 +109,7 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
         ax.bar(pos - 0.2, [r["img-ret (brain->image)"] for r in ours], 0.4, label="brain->image")
         ax.bar(pos + 0.2, [r["brain-ret (image->brain)"] for r in ours], 0.4, label="image->brain")
         ax.axhline(1 / n_way, color="k", lw=0.8, ls=":", label="chance")
-        ax.set_xticks(pos, [r["method"].split(" (")[0].replace(", ", "\n") for r in ours], fontsize=6)
+        ax.set_xticks(pos, [textwrap.fill(r["method"].split(" (")[0], 16) for r in ours], fontsize=6)
         ax.set_ylabel(f"{n_way}-way top-1")
         ax.legend(fontsize=7)
 
