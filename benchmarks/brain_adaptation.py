@@ -176,12 +176,11 @@ def _seed_scores(p: Plan, cond: Condition, seed: int, target_only: dict) -> dict
             if method == "scratch_ridge":
                 pred = _ridge_prediction(target)
             else:
+                protocol, start_from = method, pretrained.get(PRETRAINED_KIND.get(method))
                 if method == RANDOM_DECODER:
-                    untrained = de.make_model_fn(cfg, "adapters", target_config.voxels, target.train_target.shape[1])()
-                    model = de.train_adapted(cfg, "adapters_only", target, sources, pretrained=untrained).model
-                else:
-                    model = de.train_adapted(cfg, method, target, sources,
-                                             pretrained=pretrained.get(PRETRAINED_KIND.get(method))).model
+                    untrained = de.make_model_fn(cfg, "adapters", target_config.voxels, target.train_target.shape[1])
+                    protocol, start_from = "adapters_only", untrained()
+                model = de.train_adapted(cfg, protocol, target, sources, pretrained=start_from).model
                 pred = de.predict(model, target.test_voxels, target.subject)
             out[n_target, method] = _scores(pred, target, cfg.n_way)
             if method in TARGET_ONLY:

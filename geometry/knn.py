@@ -246,8 +246,9 @@ def two_nearest_within(points: jax.Array) -> jax.Array:
     exactly from the coordinates. On CPU (:func:`selection_by_buffer`), float64: one pass of
     :func:`_smallest_keys` over keys that carry the column in their last ``ceil(log2 L)`` bits
     (order kept to ~2^-45 relative, far below the rounding of the expanded form); float32: the
-    nearest, then the next with it masked; elsewhere two ``argmin`` passes. A third point within rounding of the second may be taken instead of it (its distance
-    is then equal to rounding). Cheaper than :func:`neighbours_within` for TwoNN."""
+    nearest, then the next with it masked; elsewhere two ``argmin`` passes. A third point within
+    rounding of the second may be taken instead of it (its distance is then equal to rounding).
+    Cheaper than :func:`neighbours_within` for TwoNN."""
     n = points.shape[0]
     d2 = _squared_distances_within(points)
     if not selection_by_buffer():

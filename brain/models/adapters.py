@@ -28,6 +28,7 @@ from brain.models.blocks import (
     check_voxel_counts,
     dropout,
     split_key,
+    subject_trainable,
 )
 from core.classifier import Dense
 
@@ -80,12 +81,7 @@ class AdapterDecoder(nnx.Module):
 
 def new_adapter_trainable(target: int):
     """``params -> bool tree``: True only for ``adapters[target]``."""
-
-    def label(path, _):
-        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
-        return keys[:2] == ["adapters", target]
-
-    return lambda params: jax.tree_util.tree_map_with_path(label, params)
+    return subject_trainable(target, FRONT_END, shared=False)
 
 
 def adapter_loss(model: AdapterDecoder, batch: dict, key: jax.Array, subjects: tuple[int, ...], *,

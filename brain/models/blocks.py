@@ -94,15 +94,15 @@ def reset_subject_modules(model: nnx.Module, subject: int, names: tuple[str, ...
         nnx.update(getattr(model, name)[subject], nnx.state(getattr(fresh, name)[subject]))
 
 
-def subject_and_shared_trainable(target: int, front_end: tuple[str, ...]):
-    """``params -> bool tree``: True for ``target``'s per-subject modules (``front_end``) and every
-    shared parameter, False for the other subjects' modules (they stay bitwise unchanged; plain
-    AdamW would still decay them)."""
+def subject_trainable(target: int, front_end: tuple[str, ...], *, shared: bool):
+    """``params -> bool tree``: True for ``target``'s per-subject modules (``front_end``), the
+    other subjects' modules False (they stay bitwise unchanged; plain AdamW would still decay
+    them), every shared parameter ``shared``."""
 
     def label(path, _):
         keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
         if keys and keys[0] in front_end:
             return keys[1] == target
-        return True
+        return shared
 
     return lambda params: jax.tree_util.tree_map_with_path(label, params)

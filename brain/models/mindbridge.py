@@ -47,7 +47,7 @@ from brain.models.blocks import (
     dropout,
     reset_subject_modules,
     split_key,
-    subject_and_shared_trainable,
+    subject_trainable,
 )
 from brain.pooling import PoolKind, adaptive_pool
 from core.classifier import Dense
@@ -127,7 +127,7 @@ def reset_subject(model: MindBridge, subject: int, rngs: nnx.Rngs) -> None:
 def reset_tuning_trainable(target: int):
     """``params -> bool tree``: True for the target subject's embedder/builder and the shared
     translator and head, False for other subjects' embedders/builders."""
-    return subject_and_shared_trainable(target, FRONT_END)
+    return subject_trainable(target, FRONT_END, shared=True)
 
 
 def reference_mse_mult(target_size: int) -> float:

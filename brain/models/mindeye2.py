@@ -34,7 +34,7 @@ from brain.models.blocks import (
     check_subject_input,
     check_voxel_counts,
     split_key,
-    subject_and_shared_trainable,
+    subject_trainable,
 )
 from core.classifier import Dense
 
@@ -95,17 +95,12 @@ class MindEye2(nnx.Module):
 
 def new_linear_trainable(target: int):
     """``params -> bool tree``: True only for ``linears[target]``."""
-
-    def label(path, _):
-        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
-        return keys[:2] == ["linears", target]
-
-    return lambda params: jax.tree_util.tree_map_with_path(label, params)
+    return subject_trainable(target, FRONT_END, shared=False)
 
 
 def full_finetune_trainable(target: int):
     """``params -> bool tree``: True for ``linears[target]`` and every shared parameter."""
-    return subject_and_shared_trainable(target, FRONT_END)
+    return subject_trainable(target, FRONT_END, shared=True)
 
 
 def mindeye2_terms(model: MindEye2, subject: int, voxels, mixed, perm, betas, target, key, use_mixco,
