@@ -134,7 +134,7 @@ def plan(quick: bool) -> Plan:
     conditions = (Condition(0.0), Condition(0.2), Condition(0.5), Condition(1.0), Condition(1.0, independent=True))
     methods = ("scratch_ridge", "scratch", "reset_tuning", "adapters_only", RANDOM_DECODER, "new_linear_only",
                "full_finetune")
-    return Plan(cfg, 2000, conditions, (75, 750, 4000), methods, (0,))
+    return Plan(cfg, 2000, conditions, (75, 750, 4000), methods, (0, 1))
 
 
 def _scores(pred: np.ndarray, target: de.SubjectData, n_way: int) -> dict[str, np.ndarray]:
@@ -258,19 +258,19 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
                          COLUMNS, rows, notes)
     trained = [m for m in p.methods if m != "scratch"]
 
-    def plot(ax):
+    def plot(axes):
+        axes = list(np.atleast_1d(axes))  # one Axes when there is one n_target
         x = np.arange(len(p.conditions))
-        colours = {m: f"C{i}" for i, m in enumerate(trained)}
-        styles = dict(zip(p.n_targets, ("-", "--", ":")))
-        for i, (method, n_target) in enumerate((m, n) for m in trained for n in p.n_targets):
-            ys = [gaps[c, n_target, method] for c in p.conditions]
-            err = [spreads[c, n_target, method] for c in p.conditions]
-            ax.errorbar(x + 0.03 * (i - len(trained) * len(p.n_targets) / 2), ys, yerr=err, color=colours[method],
-                        ls=styles.get(n_target, "-"), marker="o", ms=3, capsize=2, label=f"{method}, n={n_target}")
-        ax.axhline(0.0, color="k", lw=0.8, ls=":")
-        ax.set_xticks(x, [c.name for c in p.conditions])
-        ax.set_xlabel("what the sources share with the target (less to the right)")
-        ax.set_ylabel("2-way gap vs scratch (target test set)")
-        ax.legend(fontsize=5, ncol=2)
+        for ax, n_target in zip(axes, p.n_targets):
+            for i, method in enumerate(trained):
+                ax.errorbar(x + 0.04 * (i - len(trained) / 2), [gaps[c, n_target, method] for c in p.conditions],
+                            yerr=[spreads[c, n_target, method] for c in p.conditions], color=f"C{i}", marker="o",
+                            ms=3, capsize=2, label=method)
+            ax.axhline(0.0, color="k", lw=0.8, ls=":")
+            ax.set_xticks(x, [c.name for c in p.conditions], fontsize=7, rotation=30)
+            ax.set_title(f"n_target = {n_target}", fontsize=9)
+        axes[0].set_ylabel("2-way gap vs scratch (target test set)")
+        axes[len(axes) // 2].set_xlabel("what the sources share with the target (less to the right)")
+        axes[-1].legend(fontsize=6)
 
-    return [tables.write_table(table, results_dir, plot=plot)]
+    return [tables.write_table(table, results_dir, plot=plot, panels=len(p.n_targets))]

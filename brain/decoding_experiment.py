@@ -66,6 +66,7 @@ class DecodingConfig:
     pooled: int = 128
     bottleneck: int = 32
     pool_kind: Literal["max", "avg", "resize"] = "max"
+    embedder_dropout: float = 0.5  # MindBridge's, after its per-subject embedder
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     mse_mult: float | None = None  # MindBridge's; None = the reference's balance for the target width
@@ -147,7 +148,7 @@ def model_config(config: DecodingConfig, kind: ModelKind, voxels: tuple[int, ...
     if kind == "mindbridge":
         return mindbridge.MindBridgeConfig(voxels, out_dim, pooled=config.pooled, hidden=config.hidden,
                                            n_blocks=config.n_blocks, bottleneck=config.bottleneck,
-                                           pool_kind=config.pool_kind)
+                                           pool_kind=config.pool_kind, embedder_dropout=config.embedder_dropout)
     if kind == "adapters":
         return adapters.AdapterConfig(voxels, out_dim, unified=config.hidden, n_blocks=config.n_blocks)
     if kind in ("mindeye2", "per_subject"):

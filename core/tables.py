@@ -95,11 +95,15 @@ def write_table(
     table: Table,
     results_dir: str | os.PathLike,
     plot: Callable[[Any], None] | None = None,
+    panels: int = 1,
 ) -> Path:
     """Write ``<name>.md`` and ``<name>.json`` (and ``<name>.png`` when ``plot`` is given).
 
-    ``plot`` receives a matplotlib ``Axes`` and draws on it. Returns the Markdown path.
+    ``plot`` receives a matplotlib ``Axes`` and draws on it; with ``panels > 1`` it receives a row
+    of that many ``Axes`` (shared y axis). Returns the Markdown path.
     """
+    if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
+        raise ValueError(f"panels={panels!r}: expected a positive int")
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     image = None
@@ -109,10 +113,15 @@ def write_table(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, axes = plt.subplots(1, panels, figsize=(6.4 if panels == 1 else 3.6 * panels, 4.2), sharey=True,
+                                 squeeze=False)
         try:
-            plot(ax)
-            ax.set_title(table.title, fontsize=10)
+            if panels == 1:
+                plot(axes[0, 0])
+                axes[0, 0].set_title(table.title, fontsize=10)
+            else:
+                plot(list(axes[0]))
+                fig.suptitle(table.title, fontsize=10)
             fig.tight_layout()
             png = results_dir / f"{table.name}.png"
             fd, tmp = tempfile.mkstemp(dir=results_dir, suffix=".png")

@@ -17,6 +17,8 @@ torchvision's ``Resize(425, bilinear)``; the two differ slightly at the pixel le
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,7 @@ from brain.input_checks import check_finite, check_pair
 
 REFERENCE_SIZE = 425
 RGB_TO_GRAY = (0.2125, 0.7154, 0.0721)  # scikit-image rgb2gray (ITU-R BT.709)
+PAIRS_PER_CHUNK = 32
 
 
 def _check_images(name: str, images) -> jax.Array:
@@ -58,9 +61,19 @@ def pixcorr(recons, images, size: int | None = REFERENCE_SIZE) -> jax.Array:
     """Mean over pairs of the Pearson r between flattened RGB pixels (MindEye ``PixCorr``)."""
     recons, images = _check_images("recons", recons), _check_images("images", images)
     check_pair("recons", recons, "images", images, same_shape=True)
-    r = resize_images(recons, size).reshape(recons.shape[0], -1)
-    g = resize_images(images, size).reshape(images.shape[0], -1)
-    return _pearson_rows(g, r).mean()
+    return _per_pair(_pixcorr_pair, recons, images, size).mean()
+
+
+def _pixcorr_pair(recon: jax.Array, image: jax.Array, size: int | None) -> jax.Array:
+    r, g = (resize_images(x[None], size).reshape(-1) for x in (recon, image))
+    return _pearson_rows(g, r)
+
+
+@functools.partial(jax.jit, static_argnames=("score", "size"))
+def _per_pair(score, recons: jax.Array, images: jax.Array, size: int | None) -> jax.Array:
+    """``score(recon, image, size)`` of every pair, compiled, :data:`PAIRS_PER_CHUNK` pairs at a time
+    (1000 pairs at 425 x 425 would otherwise hold several GB of resized and filtered images)."""
+    return jax.lax.map(lambda pair: score(*pair, size), (recons, images), batch_size=PAIRS_PER_CHUNK)
 
 
 def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
@@ -114,6 +127,8 @@ def ssim(recons, images, size: int | None = REFERENCE_SIZE) -> jax.Array:
     """Mean over pairs of grayscale SSIM at ``size x size`` (MindEye's ``SSIM``)."""
     recons, images = _check_images("recons", recons), _check_images("images", images)
     check_pair("recons", recons, "images", images, same_shape=True)
-    r = rgb_to_gray(resize_images(recons, size))
-    g = rgb_to_gray(resize_images(images, size))
-    return jax.vmap(ssim_gray)(r, g).mean()
+    return _per_pair(_ssim_pair, recons, images, size).mean()
+
+
+def _ssim_pair(recon: jax.Array, image: jax.Array, size: int | None) -> jax.Array:
+    return ssim_gray(*(rgb_to_gray(resize_images(x[None], size))[0] for x in (recon, image)))

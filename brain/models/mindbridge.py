@@ -23,7 +23,8 @@ or 77 x 768 text tokens; ``out_dim`` is its width), so the MSE weight is rescale
 reference's balance against SoftCLIP (1e4 x D / 197376, 3.2 for D = 64; the unscaled 1e4 made the
 MSE ~3000x heavier than in the reference and cost reset-tuning 0.06-0.09 2-way on the simulator,
 quick adaptation form, n_target 750); sizes are configurable (paper: pooled 8192, hidden 2048,
-4 blocks); dropout is functional (a key per call) and off inside the cycle pass (the reference
+4 blocks; at small scale the pooled length and the embedder's dropout 0.5 cost most, see
+``benchmarks/brain_cross_subject.py``); dropout is functional (a key per call) and off inside the cycle pass (the reference
 runs the target embedder there in training mode); in reset-tuning the source subjects'
 embedders/builders are frozen so the pretrained subjects stay bitwise intact (not checked against
 the reference's ``--adapting`` optimiser setup).
@@ -71,6 +72,9 @@ class MindBridgeConfig:
 
     def __post_init__(self):
         check_voxel_counts(self.voxels)
+        for name in ("embedder_dropout", "translator_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected a drop probability in [0, 1)")
 
 
 class Embedder(nnx.Module):

@@ -179,3 +179,9 @@ def test_model_configs_reject_bad_voxel_counts(voxels):
     for config in (mindbridge.MindBridgeConfig, mindeye2.MindEye2Config, adapters.AdapterConfig):
         with pytest.raises(ValueError, match="one positive voxel count per subject"):
             config(voxels=voxels, out_dim=8)
+
+
+@pytest.mark.parametrize("field, rate", [("embedder_dropout", 1.0), ("translator_dropout", -0.1)])
+def test_mindbridge_config_rejects_bad_dropout(field, rate):
+    with pytest.raises(ValueError, match=rf"{field}={rate}: expected a drop probability in \[0, 1\)"):
+        mindbridge.MindBridgeConfig(voxels=(100, 120), out_dim=8, **{field: rate})

@@ -25,6 +25,22 @@ def test_write_table_markdown_json_png(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_write_table_with_panels_hands_the_plot_a_row_of_axes(tmp_path):
+    table = Table(name="panels", title="Panels", columns=["a"], rows=[{"a": 1}])
+    seen = []
+
+    def plot(axes):
+        seen.extend(axes)
+        for i, ax in enumerate(axes):
+            ax.plot([0, 1], [i, 0])
+
+    write_table(table, tmp_path, plot=plot, panels=3)
+    assert len(seen) == 3 and (tmp_path / "panels.png").stat().st_size > 1000
+    assert seen[0].get_shared_y_axes().joined(seen[0], seen[2])
+    with pytest.raises(ValueError, match="panels=0: expected a positive int"):
+        write_table(table, tmp_path, plot=plot, panels=0)
+
+
 def test_table_validation():
     with pytest.raises(ValueError, match=r"rows\[0\] has keys \['x'\]"):
         Table(name="t", title="t", columns=["a"], rows=[{"x": 1}])
