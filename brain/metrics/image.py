@@ -10,7 +10,8 @@ which has no effect on 2-D grayscale arrays).
 
 Images are channels-last ``(N, H, W, 3)`` floats in ``[0, 1]``.
 
-Deviations: the resize uses ``jax.image.resize`` (bilinear, antialiased) where the reference uses
+Deviations: a pair with a constant image (e.g. a prediction clipped to all ones) counts as PixCorr 0,
+where the reference's ``np.corrcoef`` gives nan and so a nan mean; the resize uses ``jax.image.resize`` (bilinear, antialiased) where the reference uses
 torchvision's ``Resize(425, bilinear)``; the two differ slightly at the pixel level. Pass
 ``size=None`` to skip resizing (then SSIM equals scikit-image's to float precision).
 """
@@ -52,9 +53,11 @@ def rgb_to_gray(images: jax.Array) -> jax.Array:
 
 
 def _pearson_rows(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Pearson r along the last axis; 0 where either side is constant (r undefined)."""
     a = a - a.mean(axis=-1, keepdims=True)
     b = b - b.mean(axis=-1, keepdims=True)
-    return (a * b).sum(-1) / jnp.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    norms = (a * a).sum(-1) * (b * b).sum(-1)
+    return jnp.where(norms > 0, (a * b).sum(-1) / jnp.sqrt(jnp.where(norms > 0, norms, 1.0)), 0.0)
 
 
 def pixcorr(recons, images, size: int | None = REFERENCE_SIZE) -> jax.Array:

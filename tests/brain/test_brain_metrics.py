@@ -54,6 +54,15 @@ def test_pixcorr_equals_numpy_corrcoef_mean():
     assert float(metrics.pixcorr(a, b, size=None)) == pytest.approx(ref, abs=1e-6)
 
 
+def test_pixcorr_counts_a_constant_image_as_zero_not_nan():
+    a, b = _images(3), _images(4)
+    flat = a.copy()
+    flat[1] = 1.0  # a prediction clipped to all ones: its correlation is undefined
+    per_pair = [0.0 if i == 1 else np.corrcoef(x.ravel(), y.ravel())[0, 1] for i, (x, y) in enumerate(zip(a, b))]
+    assert float(metrics.pixcorr(flat, b, size=None)) == pytest.approx(np.mean(per_pair), abs=1e-6)
+    assert np.isfinite(float(metrics.pixcorr(flat, b)))  # still constant after the 425 x 425 resize
+
+
 def _reference_two_way(reals, preds):
     r = np.corrcoef(reals, preds)[: len(reals), len(reals):]
     return np.mean(np.sum(r < np.diag(r), 0)) / (len(reals) - 1)
