@@ -30,6 +30,7 @@ steps, 3 seeds; the paper's scale, hidden 2048 and 20000 steps, is an accelerato
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 
@@ -99,6 +100,22 @@ def _mean(per_seed: list[list[dict]], name: str) -> float:
     return float(np.mean([np.mean([s[name].mean() for s in subjects]) for subjects in per_seed]))
 
 
+def plot(rows: list[dict], axes) -> None:
+    """Max vs average pooling per read-out and response type: 2-way identification (left) and
+    n-way retrieval (right), from the table's rows."""
+    cases = [(r, d) for r in ("MindBridge", "ridge probe") for d in (False, True)]
+    pos = np.arange(len(cases))
+    for ax, column in zip(axes, ("2-way", "img-ret (brain->image)")):
+        for i, kind in enumerate(("max", "avg")):
+            vals = [next(x[column] for x in rows if x["read-out"] == r and x["pooling"] == kind
+                         and x["responses"].startswith("dense") == d) for r, d in cases]
+            ax.bar(pos + (i - 0.5) * 0.4, vals, 0.4, label=f"{kind} pooling")
+        ax.set_xticks(pos, [f"{r}\n{'dense' if d else 'sparse'}" for r, d in cases], fontsize=7)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(column.split(" (")[0], fontsize=9)
+    axes[0].legend(fontsize=7)
+
+
 def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
     config, seeds = plan(quick)
     start = time.perf_counter()
@@ -139,17 +156,4 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
     table = tables.Table("brain_pooling" + ("" if quick else "_full"), "MindBridge adaptive max vs average pooling",
                          COLUMNS, rows, notes)
 
-    def plot(ax):
-        labels = [f"{r}\n{'dense' if d else 'sparse'}" for r in ("MindBridge", "ridge probe") for d in (False, True)]
-        pos = np.arange(len(labels))
-        for i, kind in enumerate(("max", "avg")):
-            vals = [next(x["2-way"] for x in rows if x["read-out"] == r and x["pooling"] == kind
-                         and x["responses"].startswith("dense") == d)
-                    for r in ("MindBridge", "ridge probe") for d in (False, True)]
-            ax.bar(pos + (i - 0.5) * 0.4, vals, 0.4, label=f"{kind} pooling")
-        ax.set_xticks(pos, labels, fontsize=7)
-        ax.set_ylim(0.5, 1.0)
-        ax.set_ylabel("2-way identification")
-        ax.legend(fontsize=7)
-
-    return [tables.write_table(table, results_dir, plot=plot)]
+    return [tables.write_table(table, results_dir, plot=functools.partial(plot, rows), panels=2)]
