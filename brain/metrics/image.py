@@ -10,9 +10,10 @@ which has no effect on 2-D grayscale arrays).
 
 Images are channels-last ``(N, H, W, 3)`` floats in ``[0, 1]``.
 
-Deviations: a pair with a constant image (e.g. a prediction clipped to all ones) counts as PixCorr 0,
-where the reference's ``np.corrcoef`` gives nan and so a nan mean; the resize uses ``jax.image.resize`` (bilinear, antialiased) where the reference uses
-torchvision's ``Resize(425, bilinear)``; the two differ slightly at the pixel level. Pass
+Deviations: a pair with a constant image (e.g. a prediction clipped to all ones) counts as
+PixCorr 0, where the reference's ``np.corrcoef`` gives nan and so a nan mean; the resize uses
+``jax.image.resize`` (bilinear, antialiased) where the reference uses torchvision's
+``Resize(425, bilinear)``; the two differ slightly at the pixel level. Pass
 ``size=None`` to skip resizing (then SSIM equals scikit-image's to float precision).
 """
 

@@ -24,10 +24,10 @@ reference's balance against SoftCLIP (1e4 x D / 197376, 3.2 for D = 64; the unsc
 MSE ~3000x heavier than in the reference and cost reset-tuning 0.06-0.09 2-way on the simulator,
 quick adaptation form, n_target 750); sizes are configurable (paper: pooled 8192, hidden 2048,
 4 blocks; at small scale the pooled length and the embedder's dropout 0.5 cost most, see
-``benchmarks/brain_cross_subject.py``); dropout is functional (a key per call) and off inside the cycle pass (the reference
-runs the target embedder there in training mode); in reset-tuning the source subjects'
-embedders/builders are frozen so the pretrained subjects stay bitwise intact (not checked against
-the reference's ``--adapting`` optimiser setup).
+``benchmarks/brain_cross_subject.py``); dropout is functional (a key per call) and off inside the
+cycle pass (the reference runs the target embedder there in training mode); in reset-tuning the
+source subjects' embedders/builders are frozen so the pretrained subjects stay bitwise intact (not
+checked against the reference's ``--adapting`` optimiser setup).
 """
 
 from __future__ import annotations
