@@ -259,7 +259,6 @@ def run(quick: bool, results_dir: pathlib.Path) -> list[pathlib.Path]:
     trained = [m for m in p.methods if m != "scratch"]
 
     def plot(axes):
-        axes = list(np.atleast_1d(axes))  # one Axes when there is one n_target
         x = np.arange(len(p.conditions))
         for ax, n_target in zip(axes, p.n_targets):
             for i, method in enumerate(trained):

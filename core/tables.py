@@ -95,15 +95,15 @@ def write_table(
     table: Table,
     results_dir: str | os.PathLike,
     plot: Callable[[Any], None] | None = None,
-    panels: int = 1,
+    panels: int | None = None,
 ) -> Path:
     """Write ``<name>.md`` and ``<name>.json`` (and ``<name>.png`` when ``plot`` is given).
 
-    ``plot`` receives a matplotlib ``Axes`` and draws on it; with ``panels > 1`` it receives a row
-    of that many ``Axes`` (shared y axis). Returns the Markdown path.
+    ``plot`` receives a matplotlib ``Axes`` and draws on it; with ``panels`` (an int) it receives a
+    list of that many ``Axes`` in a row (shared y axis). Returns the Markdown path.
     """
-    if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
-        raise ValueError(f"panels={panels!r}: expected a positive int")
+    if panels is not None and (isinstance(panels, bool) or not isinstance(panels, int) or panels < 1):
+        raise ValueError(f"panels={panels!r}: expected None or a positive int")
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     image = None
@@ -113,10 +113,10 @@ def write_table(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, panels, figsize=(6.4 if panels == 1 else 3.6 * panels, 4.2), sharey=True,
-                                 squeeze=False)
+        n = panels or 1
+        fig, axes = plt.subplots(1, n, figsize=(6.4 if n == 1 else 3.6 * n, 4.2), sharey=True, squeeze=False)
         try:
-            if panels == 1:
+            if panels is None:
                 plot(axes[0, 0])
                 axes[0, 0].set_title(table.title, fontsize=10)
             else:

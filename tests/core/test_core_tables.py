@@ -37,7 +37,10 @@ def test_write_table_with_panels_hands_the_plot_a_row_of_axes(tmp_path):
     write_table(table, tmp_path, plot=plot, panels=3)
     assert len(seen) == 3 and (tmp_path / "panels.png").stat().st_size > 1000
     assert seen[0].get_shared_y_axes().joined(seen[0], seen[2])
-    with pytest.raises(ValueError, match="panels=0: expected a positive int"):
+    seen.clear()
+    write_table(table, tmp_path, plot=plot, panels=1)  # a list even of one
+    assert len(seen) == 1
+    with pytest.raises(ValueError, match="panels=0: expected None or a positive int"):
         write_table(table, tmp_path, plot=plot, panels=0)
 
 
