@@ -10,7 +10,10 @@ orthonormal map. quick: n = 2500, d = 20, local N = 400, L = 64. full: n = 2.5k,
 d = 20, 128; local N = 20k, L = 128 (P24's L). skdim runs that need an N x N matrix (MADA) or
 hours (its loops at n = 100k) are skipped and marked so. DANCo and ESS (minutes per skdim run)
 are in the full form only; ``python -m benchmarks.geometry_skdim --sizes 100000 --estimators
-TwoNN MLE --local-n 0 --tag n100k`` runs a chosen subset into tables of its own.
+TwoNN MLE --local-n 0 --tag n100k`` runs a chosen subset into tables of its own, ``--sizes``
+with no value the local rows alone. TwoNN, MLE and the local estimates run on a mesh of one
+host device per core (:func:`core_mesh`; ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+when run alone on 2 cores, as ``python -m benchmarks`` sets 8).
 
 Run: ``python -c "import pathlib, benchmarks.geometry_skdim as b; b.run(True, pathlib.Path('results'))"``
 """
@@ -18,6 +21,7 @@ Run: ``python -c "import pathlib, benchmarks.geometry_skdim as b; b.run(True, pa
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import platform
 import time
@@ -44,12 +48,26 @@ def embedded_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x @ q.T
 
 
+def core_mesh() -> jax.sharding.Mesh | None:
+    """A 'data' mesh over as many devices as the host has cores (fake CPU devices beyond that
+    only queue on the same cores: local TwoNN at N = 20k, d = 20 took 2.0 s on 8 against 1.6 s
+    on 2), or None with one device."""
+    devices = jax.devices()[: os.cpu_count() or 1] if jax.default_backend() == "cpu" else jax.devices()
+    return jax.sharding.Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
+
+
+MESHED = ("TwoNN", "TwoNN-mle", "MLE")  # global estimators timed on core_mesh()
+
+
 def _skdim_estimators(skdim, slow: bool = False):
-    """Every estimator as (ours, skdim); ``slow`` adds DANCo and ESS (minutes per run in skdim)."""
+    """Every estimator as (ours, skdim); ``slow`` adds DANCo and ESS (minutes per run in skdim).
+    Those in :data:`MESHED` split their neighbour search over :func:`core_mesh`."""
+    mesh = core_mesh()
     estimators = {
-        "TwoNN": (lambda x: gid.twonn(x), lambda x: skdim.id.TwoNN().fit(x).dimension_),
-        "TwoNN-mle": (lambda x: gid.twonn(x, method="mle"), lambda x: skdim.id.TwoNN(method="mle").fit(x).dimension_),
-        "MLE": (lambda x: gid.mle(x), lambda x: skdim.id.MLE().fit(x).dimension_),
+        "TwoNN": (lambda x: gid.twonn(x, mesh=mesh), lambda x: skdim.id.TwoNN().fit(x).dimension_),
+        "TwoNN-mle": (lambda x: gid.twonn(x, method="mle", mesh=mesh),
+                      lambda x: skdim.id.TwoNN(method="mle").fit(x).dimension_),
+        "MLE": (lambda x: gid.mle(x, mesh=mesh), lambda x: skdim.id.MLE().fit(x).dimension_),
         "MOM": (lambda x: gid.mom(x), lambda x: skdim.id.MOM().fit(x).dimension_),
         "TLE": (lambda x: gid.tle(x), lambda x: skdim.id.TLE().fit(x).dimension_),
         "MADA": (lambda x: gid.mada(x), lambda x: skdim.id.MADA().fit(x).dimension_),
@@ -105,6 +123,7 @@ def _global_rows(skdim, sizes, dims, slow: bool, only: tuple[str, ...] = ()):
     if unknown := set(only) - set(estimators):
         raise ValueError(f"estimators={sorted(unknown)}: expected names from {sorted(estimators)}")
     estimators = {name: fns for name, fns in estimators.items() if not only or name in only}
+    mesh_size = 1 if core_mesh() is None else core_mesh().size
     jobs = [(name, n, d) for n in sizes for d in dims for name in estimators]
     for name, n, d in tqdm(jobs, desc="global estimators"):
         x = embedded_sphere(n, d)
@@ -114,7 +133,8 @@ def _global_rows(skdim, sizes, dims, slow: bool, only: tuple[str, ...] = ()):
             continue
         first, _ = _timed(ours_fn, x)
         ours_s, ours = _timed(ours_fn, x)
-        row = {"estimator": name, "n": n, "d": d, "ours_first_s": first, "ours_s": ours_s, "ours": float(ours)}
+        row = {"estimator": name, "n": n, "d": d, "devices": mesh_size if name in MESHED else 1, "ours_first_s": first, "ours_s": ours_s,
+               "ours": float(ours)}
         skip = _skip_reference(name, n)
         if skip is None:
             with warnings.catch_warnings():
@@ -133,20 +153,26 @@ def _local_rows(skdim, n: int, n_neighbors: int, d: int):
     from skdim._commonfuncs import asPointwise
 
     x = embedded_sphere(n, d, seed=1)
+    mesh = core_mesh()
     rows = []
     cases = {
         "local TwoNN": (
-            lambda: local_id.local_twonn(x, n_neighbors),
+            lambda mesh: local_id.local_twonn(x, n_neighbors, mesh=mesh),
             lambda: skdim.id.TwoNN().fit_pw(x, n_neighbors=n_neighbors).dimension_pw_,
         ),
         "local MLE (k=20)": (
-            lambda: local_id.local_mle(x, n_neighbors),
+            lambda mesh: local_id.local_mle(x, n_neighbors, mesh=mesh),
             lambda: asPointwise(x, skdim.id.MLE(), n_neighbors=n_neighbors),
         ),
     }
+    neighbours = lambda: knn.knn(x, n_neighbors, mesh=mesh)  # noqa: E731
+    _timed(neighbours)
+    knn_s, _ = _timed(neighbours)
     for name, (ours_fn, ref_fn) in tqdm(cases.items(), desc="local estimates"):
-        first, _ = _timed(ours_fn)
-        ours_s, ours = _timed(ours_fn)
+        _timed(ours_fn, None)
+        one_device_s, _ = _timed(ours_fn, None)
+        first, _ = _timed(ours_fn, mesh)
+        ours_s, ours = _timed(ours_fn, mesh)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref_s, ref = _timed(ref_fn)
@@ -157,10 +183,14 @@ def _local_rows(skdim, n: int, n_neighbors: int, d: int):
                 "n": n,
                 "L": n_neighbors,
                 "d": d,
+                "devices": 1 if mesh is None else mesh.size,
                 "skdim_s": ref_s,
                 "ours_first_s": first,
                 "ours_s": ours_s,
                 "speedup": ref_s / ours_s,
+                "ours_knn_s": knn_s,
+                "ours_1_device_s": one_device_s,
+                "speedup_1_device": ref_s / one_device_s,
                 "skdim_mean": float(np.mean(ref)),
                 "ours_mean": float(np.mean(ours)),
                 "max_rel_diff": float(np.max(np.abs(ours - ref) / np.abs(ref))),
@@ -181,7 +211,8 @@ def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
     """Global estimators (all, or those named in ``estimators``) at every (n, d) of ``sizes`` x
     ``dims`` (``slow``: DANCo and ESS too) and the local estimates at ``local_n`` points with
     ``local_l`` neighbours at every d (none when ``local_n`` is 0); writes the tables, named
-    ``geometry_skdim_{global,local}`` + ``_tag`` when ``tag`` is given."""
+    ``geometry_skdim_{global,local}`` + ``_tag`` when ``tag`` is given (no global table when
+    ``sizes`` is empty)."""
     import skdim
 
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); {platform.processor() or platform.machine()}"
@@ -190,20 +221,22 @@ def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
         local_rows = [row for d in dims for row in _local_rows(skdim, local_n, local_l, d)
                       ] if local_n else []
     notes = (
-        f"{scale} scale (n in {list(sizes)}, d in {list(dims)}), float64, device: {device}; skdim "
+        f"{scale} scale (n in {list(sizes) or [local_n]}, d in {list(dims)}), float64, device: {device}; skdim "
         f"0.5.0 on the same machine in the same "
         f"process. speedup = skdim_s / ours_s (ours_s: second call; ours_first_s includes "
         f"compilation). Data: M1 10-sphere rotated into R^d. {TORCHID_NOTE} The float32 N x N "
         f"Gram matrix alone (brute force's matmul, in our kNN's query blocks): "
-        f"{_gram_floors(sizes, dims)}."
+        f"{_gram_floors(sizes or ((local_n,) if local_n else ()), dims)}. `devices` > 1: ours on a 'data' mesh of that "
+        f"many host devices, one per core."
     )
     suffix = f"_{tag}" if tag else ""
-    paths = [
+    paths = [] if not global_rows else [
         tables.write_table(
             tables.Table(
                 name="geometry_skdim_global" + suffix,
                 title="Global ID estimators: ours (JAX) vs scikit-dimension",
-                columns=["estimator", "n", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim", "ours", "rel_diff", "note"],
+                columns=["estimator", "n", "d", "devices", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim", "ours",
+                         "rel_diff", "note"],
                 rows=global_rows,
                 notes=notes,
             ),
@@ -216,11 +249,17 @@ def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
             tables.Table(
                 name="geometry_skdim_local" + suffix,
                 title="Local (pointwise) ID: ours (vmap) vs scikit-dimension's loop over points",
-                columns=["estimator", "n", "L", "d", "skdim_s", "ours_first_s", "ours_s", "speedup", "skdim_mean", "ours_mean", "max_rel_diff"],
+                columns=["estimator", "n", "L", "d", "devices", "skdim_s", "ours_first_s", "ours_s", "speedup",
+                         "ours_knn_s", "ours_1_device_s", "speedup_1_device", "skdim_mean", "ours_mean", "max_rel_diff"],
                 rows=local_rows,
-                notes=notes,
+                notes=notes + (
+                    " Local rows: neighbour search and neighbourhoods split over the mesh; "
+                    "ours_knn_s: our exact L-nearest-neighbour search alone (part of ours_s), so "
+                    "skdim_s / ours_knn_s bounds the speed-up any in-neighbourhood work allows; "
+                    "ours_1_device_s on one device; skdim runs with its default n_jobs=1."),
             ),
             results_dir,
+            plot=lambda ax: _plot_local_speedups(ax, local_rows),
         ))
     return paths
 
@@ -250,6 +289,21 @@ def _plot_speedups(ax, rows):
     ax.set_xscale("log")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xlabel("speed-up over skdim (x)")
+
+
+def _plot_local_speedups(ax, rows):
+    """Speed-up over skdim per local row: on the mesh, on one device, and the kNN-alone bound."""
+    labels = [f"{r['estimator']}\nd={r['d']}" for r in rows]
+    at = np.arange(len(rows))
+    ax.bar(at - 0.2, [r["speedup"] for r in rows], 0.4, label=f"ours, {rows[0]['devices']} devices")
+    ax.bar(at + 0.2, [r["speedup_1_device"] for r in rows], 0.4, label="ours, 1 device")
+    bounds = [r["skdim_s"] / r["ours_knn_s"] for r in rows]
+    ax.plot(at, bounds, "k_", markersize=30, label="bound: skdim / our kNN alone")
+    ax.axhline(20.0, color="tab:red", lw=0.8, ls="--", label="issue goal 20x")
+    ax.set_xticks(at, labels, fontsize=7)
+    ax.set_ylim(0, 1.45 * max(*bounds, 20.0))
+    ax.set_ylabel("speed-up over skdim (x)")
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
 
 
 @dataclasses.dataclass(frozen=True)

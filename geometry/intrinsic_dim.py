@@ -48,8 +48,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from geometry.knn import check_neighbours, check_points, knn
+from geometry.knn import check_neighbours, check_points, knn, sort_floats
 from geometry.spectra import covariance_spectrum, singular_values
 
 COMBINATIONS = ("mle", "mean", "median")
@@ -110,7 +111,7 @@ def twonn_from_ratios(mu: jax.Array, discard_fraction: float = 0.1, method: str 
     keep_fraction = 1.0 - float(discard_fraction)
     valid = jnp.isfinite(mu)
     n_valid = jnp.sum(valid)
-    mu_sorted = jnp.sort(jnp.where(valid, mu, jnp.inf))
+    mu_sorted = sort_floats(jnp.where(valid, mu, jnp.inf))
     nudge = 1.0 if mu.dtype == jnp.float64 else 1.0 + 2 * float(jnp.finfo(mu.dtype).eps)
     n_keep = jnp.floor(n_valid.astype(mu.dtype) * keep_fraction * nudge).astype(jnp.int32)
     rank = jnp.arange(1, mu.shape[0] + 1)
@@ -133,12 +134,16 @@ def twonn(
     method: str = "linear",
     exclude_duplicates: bool = False,
     block_size: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | tuple[str, ...] = "data",
 ) -> jax.Array:
-    """TwoNN intrinsic dimension of ``x`` (N, D) (skdim ``TwoNN(discard_fraction, method)``)."""
+    """TwoNN intrinsic dimension of ``x`` (N, D) (skdim ``TwoNN(discard_fraction, method)``).
+    ``mesh``: the neighbour search is split over ``mesh_axis`` (see :func:`geometry.knn.knn`)."""
     check_fraction(discard_fraction, "discard_fraction")
     check_choice(method, "method", ("linear", "mle"))
     x = check_points(x, "x", min_points=3)
-    dist, _ = knn(x, 2, exclude_duplicates=exclude_duplicates, block_size=block_size)
+    dist, _ = knn(x, 2, exclude_duplicates=exclude_duplicates, block_size=block_size, mesh=mesh,
+                  mesh_axis=mesh_axis)
     return twonn_from_ratios(dist[:, 1] / dist[:, 0], discard_fraction, method)
 
 
@@ -164,12 +169,16 @@ def mle(
     unbiased: bool = False,
     exclude_duplicates: bool = False,
     block_size: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | tuple[str, ...] = "data",
 ) -> jax.Array:
-    """Levina-Bickel MLE on ``k`` neighbours, combined by ``comb`` ('mle' = harmonic mean)."""
+    """Levina-Bickel MLE on ``k`` neighbours, combined by ``comb`` ('mle' = harmonic mean).
+    ``mesh``: as :func:`twonn`."""
     check_choice(comb, "comb", COMBINATIONS)
     x = check_points(x, "x")
     k = check_neighbours(k, x.shape[0], "k", minimum=2)
-    dist, _ = knn(x, k, exclude_duplicates=exclude_duplicates, block_size=block_size)
+    dist, _ = knn(x, k, exclude_duplicates=exclude_duplicates, block_size=block_size, mesh=mesh,
+                  mesh_axis=mesh_axis)
     return combine(mle_pointwise(dist, unbiased), comb)
 
 
@@ -177,7 +186,7 @@ def mle(
 def mle_from_all_distances(dists: jax.Array, n_smallest: int = 20, unbiased: bool = False) -> jax.Array:
     """Levina-Bickel on the ``n_smallest`` distinct values among all neighbour distances (N, K)
     of the data set (skdim ``MLE(neighborhood_based=False)``: one global estimate)."""
-    values = jnp.sort(dists.reshape(-1))
+    values = sort_floats(dists.reshape(-1))
     is_new = jnp.concatenate([jnp.ones((1,), bool), values[1:] != values[:-1]])
     (first,) = jnp.nonzero(is_new, size=n_smallest, fill_value=values.shape[0] - 1)
     return mle_pointwise(values[first][None, :], unbiased)[0]

@@ -211,3 +211,36 @@ def test_knn_on_the_project_mesh(x64):
     d0, i0 = _reference(x, 3)
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_allclose(d1, d0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_neighbours_by_float32_keys_equal_the_exact_selection_where_certified(x64, dtype):
+    """Certified neighbourhoods give neighbours_within's distances, with copies of points (zeros),
+    tiny and huge scales and a set far from the origin."""
+    from geometry.knn import neighbours_within_by_float32_keys
+
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(6, 64, 5)) * np.array([1.0, 1.0, 1.0, 1e-3, 1e3, 1.0])[:, None, None]
+    pts[5] += 100.0
+    pts[:, [7, 9]] = pts[:, [3]]
+    pts = jnp.asarray(pts, dtype)
+    dist, certified = jax.vmap(lambda p: neighbours_within_by_float32_keys(p, 10))(pts)
+    exact = jax.vmap(lambda p: neighbours_within(p, 10))(pts)
+    assert bool(jnp.all(certified))
+    np.testing.assert_array_equal(np.asarray(dist), np.asarray(exact))
+    ref_d, _ = _reference(np.asarray(pts[1], np.float64), 10)
+    np.testing.assert_allclose(np.asarray(dist[1])[:, 1:], ref_d[:, 1:], rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sort_floats_equals_numpy_sort(x64, dtype):
+    from geometry.knn import sort_floats
+
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(50, 37)).astype(dtype) * rng.choice([1e-30, 1.0, 1e30], size=(50, 1)).astype(dtype)
+    v[:, :3] = np.array([np.inf, -np.inf, np.finfo(dtype).smallest_subnormal], dtype)
+    v[::2, 5] = 0.0
+    out = np.asarray(sort_floats(jnp.asarray(v), axis=1))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.sort(v, axis=1))
+    np.testing.assert_array_equal(np.asarray(sort_floats(jnp.asarray(v[:, 0]), axis=0)), np.sort(v[:, 0]))

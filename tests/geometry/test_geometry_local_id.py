@@ -110,3 +110,62 @@ def test_local_estimates_compile_once_per_shape():
     first = fn(idx)
     second = fn(idx[::-1])  # same shapes: no retrace
     np.testing.assert_allclose(second, first[::-1], rtol=1e-6)
+
+
+def _with_copies(n: int = 300, seed: int = 1) -> np.ndarray:
+    x = np.array(manifolds.generate("M1_Sphere", n, seed=seed), np.float64)
+    x[[10, 20, 30]] = x[5]
+    return x
+
+
+@pytest.mark.parametrize("n_neighbors, scan", [(40, 64), (40, 2), (3, 64)])
+def test_local_twonn_from_global_lists_equals_brute_force(x64, n_neighbors, scan):
+    """Ratios read off the global neighbour lists equal brute force inside each neighbourhood,
+    with copies of a point present; scan 2 makes blocks fall back to all L entries, L = 3 makes
+    some fall back to brute force (checked: some block's lists do lack two members)."""
+    from geometry.knn import knn, query_blocks
+
+    x = _with_copies()
+    dist, idx = knn(x, n_neighbors)
+    rows = jnp.asarray(query_blocks(x.shape[0], 16))
+    ours = local_id.local_twonn_from_knn(jnp.asarray(x), dist, idx, rows, scan=scan)
+    brute = local_id.local_twonn_from_neighbours(jnp.asarray(x), idx)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(brute), rtol=1e-14)
+    member = np.zeros((x.shape[0], x.shape[0]), bool)
+    np.put_along_axis(member, np.asarray(idx), True, axis=1)
+    found = [bool(local_id._ratios_by_membership(jnp.asarray(member[r]), dist, idx[:, :scan], idx[r])[1])
+             for r in np.asarray(rows)]
+    assert not all(found) if (n_neighbors, scan) != (40, 64) else all(found)
+
+
+def test_estimates_split_over_a_mesh_equal_one_device(x64):
+    from jax.sharding import Mesh
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    x = _with_copies(203)  # not a multiple of the blocks: padded rows are dropped
+    np.testing.assert_array_equal(np.asarray(local_id.local_twonn(x, 24, mesh=mesh)),
+                                  np.asarray(local_id.local_twonn(x, 24)))
+    np.testing.assert_array_equal(np.asarray(local_id.local_mle(x, 24, mesh=mesh)),
+                                  np.asarray(local_id.local_mle(x, 24)))
+    np.testing.assert_array_equal(np.asarray(local_id.local_twonn(x, 24, exclude_duplicates=True, mesh=mesh)),
+                                  np.asarray(local_id.local_twonn(x, 24, exclude_duplicates=True)))
+    from geometry import intrinsic_dim as gid
+
+    assert float(gid.twonn(x, mesh=mesh)) == float(gid.twonn(x))
+    assert float(gid.mle(x, mesh=mesh)) == float(gid.mle(x))
+
+
+def test_local_mle_falls_back_where_float32_keys_cannot_certify(x64):
+    """An integer lattice ties distances everywhere, so the float32-key selection cannot
+    certify its neighbour sets; the result is still the brute force's, here to the last bit."""
+    from geometry.knn import knn, neighbours_within_by_float32_keys, query_blocks
+
+    grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3), -1).reshape(-1, 3)
+    _, idx = knn(grid, 30)
+    certified = jax.vmap(lambda p: neighbours_within_by_float32_keys(p, 8)[1])(jnp.asarray(grid)[idx])
+    assert not bool(jnp.all(certified))
+    ours = local_id.local_mle(grid, 30, k=8)
+    rows = jnp.asarray(query_blocks(grid.shape[0], 1))
+    brute = local_id._sharded_over_neighbourhoods(
+        lambda p: local_id.mle_of_points(p, 8), jnp.asarray(grid), idx, rows, None, "data")
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(brute))
