@@ -123,7 +123,8 @@ def _global_rows(skdim, sizes, dims, slow: bool, only: tuple[str, ...] = ()):
     if unknown := set(only) - set(estimators):
         raise ValueError(f"estimators={sorted(unknown)}: expected names from {sorted(estimators)}")
     estimators = {name: fns for name, fns in estimators.items() if not only or name in only}
-    mesh_size = 1 if core_mesh() is None else core_mesh().size
+    mesh = core_mesh()
+    mesh_size = 1 if mesh is None else mesh.size
     jobs = [(name, n, d) for n in sizes for d in dims for name in estimators]
     for name, n, d in tqdm(jobs, desc="global estimators"):
         x = embedded_sphere(n, d)
@@ -133,8 +134,8 @@ def _global_rows(skdim, sizes, dims, slow: bool, only: tuple[str, ...] = ()):
             continue
         first, _ = _timed(ours_fn, x)
         ours_s, ours = _timed(ours_fn, x)
-        row = {"estimator": name, "n": n, "d": d, "devices": mesh_size if name in MESHED else 1, "ours_first_s": first, "ours_s": ours_s,
-               "ours": float(ours)}
+        row = {"estimator": name, "n": n, "d": d, "devices": mesh_size if name in MESHED else 1,
+               "ours_first_s": first, "ours_s": ours_s, "ours": float(ours)}
         skip = _skip_reference(name, n)
         if skip is None:
             with warnings.catch_warnings():
@@ -226,8 +227,8 @@ def measure(sizes, dims, local_n: int, local_l: int, slow: bool, scale: str,
         f"process. speedup = skdim_s / ours_s (ours_s: second call; ours_first_s includes "
         f"compilation). Data: M1 10-sphere rotated into R^d. {TORCHID_NOTE} The float32 N x N "
         f"Gram matrix alone (brute force's matmul, in our kNN's query blocks): "
-        f"{_gram_floors(sizes or ((local_n,) if local_n else ()), dims)}. `devices` > 1: ours on a 'data' mesh of that "
-        f"many host devices, one per core."
+        f"{_gram_floors(sizes or ((local_n,) if local_n else ()), dims)}. `devices` > 1: ours on a "
+        f"'data' mesh of that many host devices, one per core."
     )
     suffix = f"_{tag}" if tag else ""
     paths = [] if not global_rows else [
