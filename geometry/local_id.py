@@ -22,7 +22,7 @@ Inside a neighbourhood, neighbours are again exact:
 
 Measured at N = 20k, L = 128, float64, on 2 CPU cores as 2 devices against skdim's loop
 (``results/geometry_skdim_local.md``): local TwoNN 14.4x (d = 20) / 11.1x (d = 128), local MLE
-15.5x / 10.4x, estimates equal to 4e-15; the exact global kNN alone takes 74 % / 76 % of local
+15.5x / 10.4x, estimates equal to 7e-15; the exact global kNN alone takes 74 % / 76 % of local
 TwoNN's time.
 
 Deviations from skdim ``fit_pw``: an inner ``k`` (MLE) larger than ``L - 1`` raises instead of
