@@ -55,7 +55,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 BLOCK_ELEMENTS = 2**24  # block_size * N distance entries per block when block_size is None
 BLOCK_ELEMENTS_ONE_TOP_K_CPU = 2**20  # the same on CPU when one top_k runs over each whole row
@@ -86,6 +86,13 @@ def check_points(x, name: str = "x", min_points: int = 2) -> jax.Array:
     if not bool(jnp.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or inf values")
     return x
+
+
+def check_block_size(block_size) -> int:
+    """Validate a block size: a positive int."""
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size={block_size!r}: expected a positive int")
+    return int(block_size)
 
 
 def check_neighbours(k: int, n_points: int, name: str = "k", minimum: int = 1) -> int:
@@ -359,14 +366,21 @@ def _knn_blocks(x, groups, rows, *, k: int, n_candidates: int, float32_keys: boo
 def over_row_blocks(run, replicated: tuple, rows, mesh: Mesh | None, mesh_axis):
     """``run(*replicated, rows)`` with the blocks of ``rows`` (blocks, B) split over ``mesh_axis``
     of ``mesh`` (each device runs its share; ``replicated`` arrays are whole on every device).
-    Without a mesh, one call. Use inside ``jit``."""
+    Without a mesh, one call. Use inside ``jit``; ``rows`` may be a constant there. On Explicit
+    mesh axes the (small, per-row) result is made whole on every device so callers can slice it."""
     if mesh is None:
         return run(*replicated, rows)
     spec = PartitionSpec(mesh_axis)
-    return jax.shard_map(
+    explicit = any(mesh.axis_types[mesh.axis_names.index(a)] == AxisType.Explicit for a in np.atleast_1d(mesh_axis))
+    if explicit:  # Auto axes: shard_map splits and gathers by itself
+        rows = jax.reshard(rows, NamedSharding(mesh, spec))
+    out = jax.shard_map(
         run, mesh=mesh, in_specs=(PartitionSpec(),) * len(replicated) + (spec,), out_specs=spec,
         check_vma=False,
     )(*replicated, rows)
+    if explicit:  # per-row results are small: whole on every device, so callers can slice them
+        out = jax.tree.map(lambda a: jax.reshard(a, NamedSharding(mesh, PartitionSpec())), out)
+    return out
 
 
 def mesh_shards(mesh: Mesh | None, mesh_axis) -> int:
@@ -374,11 +388,9 @@ def mesh_shards(mesh: Mesh | None, mesh_axis) -> int:
     return 1 if mesh is None else int(np.prod([mesh.shape[a] for a in np.atleast_1d(mesh_axis)]))
 
 
-def place_row_blocks(rows: np.ndarray, mesh: Mesh | None, mesh_axis) -> jax.Array:
-    """Row blocks (blocks, B) as an array laid out along ``mesh_axis`` (as is without a mesh)."""
-    if mesh is None:
-        return jnp.asarray(rows)
-    return jax.device_put(rows, NamedSharding(mesh, PartitionSpec(mesh_axis)))
+def static_axis(mesh_axis: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """A mesh axis name, or a tuple of names, in a hashable form (a static ``jit`` argument)."""
+    return mesh_axis if isinstance(mesh_axis, str) else tuple(mesh_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_candidates", "mesh", "mesh_axis"))
@@ -446,8 +458,7 @@ def knn(
     n_candidates = min(k + margin, n)
     if block_size is None:
         block_size = default_block_size(n, n_candidates)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size={block_size!r}: expected a positive int")
+    block_size = check_block_size(block_size)
     if margin < 0:
         raise ValueError(f"margin={margin}: expected a non-negative int")
     groups = None
@@ -460,10 +471,9 @@ def knn(
                 f"{int(available.min())} points that are not copies of it"
             )
         groups = jnp.asarray(groups_np)
-    rows = place_row_blocks(query_blocks(n, block_size, mesh_shards(mesh, mesh_axis)), mesh, mesh_axis)
+    rows = query_blocks(n, block_size, mesh_shards(mesh, mesh_axis))
     dist, idx = _knn_sharded(
-        x, groups, rows, k=k, n_candidates=n_candidates, mesh=mesh,
-        mesh_axis=mesh_axis if isinstance(mesh_axis, str) else tuple(mesh_axis),
+        x, groups, jnp.asarray(rows), k=k, n_candidates=n_candidates, mesh=mesh, mesh_axis=static_axis(mesh_axis),
     )
     if mesh is not None:  # gather the shards: the (N, k) result is small next to the work
         replicated = NamedSharding(mesh, PartitionSpec())

@@ -36,6 +36,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from geometry.intrinsic_dim import (
@@ -46,6 +47,7 @@ from geometry.intrinsic_dim import (
     twonn_from_ratios,
 )
 from geometry.knn import (
+    check_block_size,
     check_neighbours,
     check_points,
     knn,
@@ -53,9 +55,9 @@ from geometry.knn import (
     neighbours_within,
     neighbours_within_by_float32_keys,
     over_row_blocks,
-    place_row_blocks,
     query_blocks,
     selection_by_buffer,
+    static_axis,
     two_nearest_within,
 )
 
@@ -63,11 +65,10 @@ DEFAULT_NEIGHBOURHOOD = 128
 MEMBERSHIP_SCAN = 64  # entries of each neighbour's own list searched before all L of them
 
 
-def _row_blocks(n: int, block_size: int, mesh, mesh_axis) -> jax.Array:
-    """Point indices (blocks, block_size), the last block padded, laid out along the mesh."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size={block_size!r}: expected a positive int")
-    return place_row_blocks(query_blocks(n, block_size, mesh_shards(mesh, mesh_axis)), mesh, mesh_axis)
+def _blocks(n: int, block_size: int, mesh, mesh_axis) -> np.ndarray:
+    """Point indices (blocks, block_size), the last block padded, as many blocks as the mesh
+    axis divides."""
+    return query_blocks(n, block_size, mesh_shards(mesh, mesh_axis))
 
 
 def _over_neighbourhoods(fn, x, idx, rows):
@@ -86,15 +87,22 @@ def mle_of_points(points: jax.Array, k: int = 20, comb: str = "mle", unbiased: b
     return combine(mle_pointwise(neighbours_within(points, k), unbiased), comb)
 
 
-@functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "block_size"))
-def local_twonn_from_neighbours(x, idx, discard_fraction: float = 0.1, method: str = "linear", block_size: int = 16):
+def _sharded_over_neighbourhoods(fn, x, idx, block_size: int, mesh, mesh_axis):
+    rows = _blocks(idx.shape[0], block_size, mesh, mesh_axis)
+    run = functools.partial(_over_neighbourhoods, fn)
+    return over_row_blocks(run, (x, idx), rows, mesh, mesh_axis).reshape(-1)[: idx.shape[0]]
+
+
+@functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "block_size", "mesh", "mesh_axis"))
+def local_twonn_from_neighbours(x, idx, discard_fraction: float = 0.1, method: str = "linear", block_size: int = 16,
+                                mesh=None, mesh_axis="data"):
     """Local TwoNN for every row of ``idx`` (N, L) (neighbour indices into ``x``) by brute force
-    inside each neighbourhood; jitted and ``vmap``-able (the checkpoint analysis maps it over a
-    stack). Small blocks keep the (block, L, L) distances in cache: ~2x faster on CPU than 256
-    at L = 128. :func:`local_twonn_from_knn` is faster where the global distances are known."""
+    inside each neighbourhood; jitted, and ``vmap``-able without a mesh (the checkpoint analysis
+    maps it over a stack). Small blocks keep the (block, L, L) distances in cache: ~2x faster on
+    CPU than 256 at L = 128. :func:`local_twonn_from_knn` is faster where the global distances
+    are known."""
     fn = functools.partial(twonn_of_points, discard_fraction=discard_fraction, method=method)
-    rows = query_blocks(idx.shape[0], block_size)
-    return _over_neighbourhoods(fn, x, idx, rows).reshape(-1)[: idx.shape[0]]
+    return _sharded_over_neighbourhoods(fn, x, idx, block_size, mesh, mesh_axis)
 
 
 def _ratios_by_membership(member, dist, lists, nb):
@@ -110,11 +118,11 @@ def _ratios_by_membership(member, dist, lists, nb):
     return dist[nb, second] / dist[nb, first], jnp.all(found)
 
 
-@functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "mesh", "mesh_axis", "scan"))
-def local_twonn_from_knn(x, dist, idx, rows, discard_fraction: float = 0.1, method: str = "linear",
+@functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "block_size", "mesh", "mesh_axis", "scan"))
+def local_twonn_from_knn(x, dist, idx, discard_fraction: float = 0.1, method: str = "linear", block_size: int = 16,
                          mesh=None, mesh_axis="data", scan: int = MEMBERSHIP_SCAN):
     """Local TwoNN from the global neighbour lists ``dist``, ``idx`` (N, L) of :func:`knn`
-    (duplicates kept) for the blocks of points ``rows`` (blocks, B); jitted, not for ``vmap``.
+    (duplicates kept), ``block_size`` neighbourhoods at a time; jitted, not for ``vmap``.
 
     For a point j of the neighbourhood N(i), its nearest points inside N(i) are the first
     entries of its own sorted list ``idx[j]`` that belong to N(i) (anything closer would be in
@@ -150,30 +158,20 @@ def local_twonn_from_knn(x, dist, idx, rows, discard_fraction: float = 0.1, meth
 
         return jax.lax.scan(step, jnp.zeros((rows.shape[1], n), bool), rows)[1]
 
+    rows = _blocks(n, block_size, mesh, mesh_axis)
     return over_row_blocks(run, (x, dist, idx), rows, mesh, mesh_axis).reshape(-1)[:n]
 
 
-def _sharded_over_neighbourhoods(fn, x, idx, rows, mesh, mesh_axis):
-    run = functools.partial(_over_neighbourhoods, fn)
-    return over_row_blocks(run, (x, idx), rows, mesh, mesh_axis).reshape(-1)[: idx.shape[0]]
-
-
-@functools.partial(jax.jit, static_argnames=("discard_fraction", "method", "mesh", "mesh_axis"))
-def _local_twonn_brute_force(x, idx, rows, discard_fraction: float, method: str, mesh, mesh_axis):
-    fn = functools.partial(twonn_of_points, discard_fraction=discard_fraction, method=method)
-    return _sharded_over_neighbourhoods(fn, x, idx, rows, mesh, mesh_axis)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "comb", "unbiased", "mesh", "mesh_axis"))
-def local_mle_from_neighbours(x, idx, rows, k: int = 20, comb: str = "mle", unbiased: bool = False,
+@functools.partial(jax.jit, static_argnames=("k", "comb", "unbiased", "block_size", "mesh", "mesh_axis"))
+def local_mle_from_neighbours(x, idx, k: int = 20, comb: str = "mle", unbiased: bool = False, block_size: int = 1,
                               mesh=None, mesh_axis="data"):
-    """Local MLE for the points in ``rows`` (blocks, B) with neighbour lists ``idx`` (N, L)
-    (indices into ``x``); jitted. On CPU a block's neighbours come from
+    """Local MLE for every row of ``idx`` (N, L) (neighbour indices into ``x``), ``block_size``
+    neighbourhoods at a time; jitted. On CPU a block's neighbours come from
     :func:`geometry.knn.neighbours_within_by_float32_keys` (N = 20k, L = 128, d = 20: 1.4x
     faster), and a block it cannot certify is recomputed by :func:`neighbours_within`."""
     if not selection_by_buffer():
         fn = functools.partial(mle_of_points, k=k, comb=comb, unbiased=unbiased)
-        return _sharded_over_neighbourhoods(fn, x, idx, rows, mesh, mesh_axis)
+        return _sharded_over_neighbourhoods(fn, x, idx, block_size, mesh, mesh_axis)
 
     def run(x, idx, rows):
         def block(r):
@@ -185,6 +183,7 @@ def local_mle_from_neighbours(x, idx, rows, k: int = 20, comb: str = "mle", unbi
 
         return jax.lax.map(block, rows)
 
+    rows = _blocks(idx.shape[0], block_size, mesh, mesh_axis)
     return over_row_blocks(run, (x, idx), rows, mesh, mesh_axis).reshape(-1)[: idx.shape[0]]
 
 
@@ -212,12 +211,12 @@ def local_twonn(
     check_choice(method, "method", ("linear", "mle"))
     x = check_points(x, "x")
     n_neighbors = check_neighbours(n_neighbors, x.shape[0], "n_neighbors", minimum=3)
+    block_size = check_block_size(block_size)
     dist, idx = knn(x, n_neighbors, exclude_duplicates=exclude_duplicates, mesh=mesh, mesh_axis=mesh_axis)
-    mesh_axis = mesh_axis if isinstance(mesh_axis, str) else tuple(mesh_axis)
-    rows = _row_blocks(x.shape[0], block_size, mesh, mesh_axis)
+    args = (float(discard_fraction), method, block_size, mesh, static_axis(mesh_axis))
     if selection_by_buffer() and not exclude_duplicates:
-        return local_twonn_from_knn(x, dist, idx, rows, float(discard_fraction), method, mesh, mesh_axis)
-    return _local_twonn_brute_force(x, idx, rows, float(discard_fraction), method, mesh, mesh_axis)
+        return local_twonn_from_knn(x, dist, idx, *args)
+    return local_twonn_from_neighbours(x, idx, *args)
 
 
 def local_mle(
@@ -243,12 +242,9 @@ def local_mle(
     x = check_points(x, "x")
     n_neighbors = check_neighbours(n_neighbors, x.shape[0], "n_neighbors", minimum=3)
     k = check_neighbours(k, n_neighbors, "k", minimum=2)
+    block_size = check_block_size((1 if selection_by_buffer() else 256) if block_size is None else block_size)
     _, idx = knn(x, n_neighbors, exclude_duplicates=exclude_duplicates, mesh=mesh, mesh_axis=mesh_axis)
-    if block_size is None:
-        block_size = 1 if selection_by_buffer() else 256
-    mesh_axis = mesh_axis if isinstance(mesh_axis, str) else tuple(mesh_axis)
-    rows = _row_blocks(x.shape[0], block_size, mesh, mesh_axis)
-    return local_mle_from_neighbours(x, idx, rows, k, comb, unbiased, mesh, mesh_axis)
+    return local_mle_from_neighbours(x, idx, k, comb, unbiased, block_size, mesh, static_axis(mesh_axis))
 
 
 def summarize(values) -> dict[str, float]:

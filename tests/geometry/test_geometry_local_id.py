@@ -127,8 +127,8 @@ def test_local_twonn_from_global_lists_equals_brute_force(x64, n_neighbors, scan
 
     x = _with_copies()
     dist, idx = knn(x, n_neighbors)
-    rows = jnp.asarray(query_blocks(x.shape[0], 16))
-    ours = local_id.local_twonn_from_knn(jnp.asarray(x), dist, idx, rows, scan=scan)
+    rows = query_blocks(x.shape[0], 16)
+    ours = local_id.local_twonn_from_knn(jnp.asarray(x), dist, idx, block_size=16, scan=scan)
     brute = local_id.local_twonn_from_neighbours(jnp.asarray(x), idx)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(brute), rtol=1e-14)
     member = np.zeros((x.shape[0], x.shape[0]), bool)
@@ -153,19 +153,21 @@ def test_estimates_split_over_a_mesh_equal_one_device(x64):
 
     assert float(gid.twonn(x, mesh=mesh)) == float(gid.twonn(x))
     assert float(gid.mle(x, mesh=mesh)) == float(gid.mle(x))
+    explicit = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    np.testing.assert_array_equal(np.asarray(local_id.local_twonn(x, 24, mesh=explicit)),
+                                  np.asarray(local_id.local_twonn(x, 24)))
 
 
 def test_local_mle_falls_back_where_float32_keys_cannot_certify(x64):
     """An integer lattice ties distances everywhere, so the float32-key selection cannot
     certify its neighbour sets; the result is still the brute force's, here to the last bit."""
-    from geometry.knn import knn, neighbours_within_by_float32_keys, query_blocks
+    from geometry.knn import knn, neighbours_within_by_float32_keys
 
     grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3), -1).reshape(-1, 3)
     _, idx = knn(grid, 30)
     certified = jax.vmap(lambda p: neighbours_within_by_float32_keys(p, 8)[1])(jnp.asarray(grid)[idx])
     assert not bool(jnp.all(certified))
     ours = local_id.local_mle(grid, 30, k=8)
-    rows = jnp.asarray(query_blocks(grid.shape[0], 1))
     brute = local_id._sharded_over_neighbourhoods(
-        lambda p: local_id.mle_of_points(p, 8), jnp.asarray(grid), idx, rows, None, "data")
+        lambda p: local_id.mle_of_points(p, 8), jnp.asarray(grid), idx, 1, None, "data")
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(brute))
